@@ -1,0 +1,1 @@
+"""recipekit.embedders: image and recipe towers into a shared space (see issue 4)."""

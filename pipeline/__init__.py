@@ -1,0 +1,6 @@
+"""recipekit.pipeline: the `prepare` ETL (no torch imported anywhere in this package).
+
+Stages, in order: ``parse`` -> ``ingredients`` -> ``word2vec`` -> ``classes``.
+:func:`recipekit.pipeline.prepare.prepare` runs them; each stage module also
+exposes its own function.
+"""

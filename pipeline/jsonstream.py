@@ -1,0 +1,157 @@
+"""Stream the elements of a top-level JSON array, each with its byte offset.
+
+Recipe1M's ``layer1.json`` is a single ~1.5 GB array; loading it whole costs
+several GB of Python objects. :func:`iter_array` reads it in fixed-size chunks
+and decodes one element at a time with the standard library's C scanner
+(``json.JSONDecoder.raw_decode``), so memory is bounded by the chunk size plus
+the largest single element, and every element, and every syntax error, comes
+with its exact byte offset in the file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["JSONStreamError", "iter_array"]
+
+_DECODER = json.JSONDecoder()
+_WHITESPACE = " \t\n\r"
+# An error this close to the end of the buffer may just be a chunk boundary.
+_TAIL = 32
+
+
+class JSONStreamError(ValueError):
+    """Malformed JSON; ``offset`` is the byte offset of the problem in ``path``."""
+
+    def __init__(self, path: str | os.PathLike, offset: int, message: str):
+        self.path = str(path)
+        self.offset = offset
+        self.reason = message
+        super().__init__(f"{self.path}: malformed JSON at byte offset {offset}: {message}")
+
+
+class _Reader:
+    """A growing text buffer over a binary file that maps positions to byte offsets."""
+
+    def __init__(self, fh, path, chunk_size: int):
+        self.fh = fh
+        self.path = path
+        self.chunk_size = chunk_size
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buf = ""
+        self.eof = False
+        self.bytes_read = 0
+        # buf[0] sits at byte buf_byte0; `mark` is a position whose byte offset is known.
+        self.buf_byte0 = 0
+        self.mark_pos = 0
+        self.mark_byte = 0
+        self.first = True
+
+    def more(self) -> bool:
+        """Append one chunk to the buffer; False at end of file."""
+        if self.eof:
+            return False
+        raw = self.fh.read(self.chunk_size)
+        final = not raw
+        try:
+            text = self.decoder.decode(raw, final=final)
+        except UnicodeDecodeError as exc:
+            raise JSONStreamError(self.path, self.bytes_read + exc.start, "invalid UTF-8") from None
+        if self.first:
+            self.first = False
+            if text.startswith("\ufeff"):  # a UTF-8 byte-order mark
+                text = text[1:]
+                self.buf_byte0 = self.mark_byte = 3
+        self.bytes_read += len(raw)
+        self.buf += text
+        if final:
+            self.eof = True
+        return True
+
+    def byte_offset(self, pos: int) -> int:
+        if pos < self.mark_pos:  # never happens in forward scanning; kept correct anyway
+            self.mark_pos, self.mark_byte = 0, self.buf_byte0
+        seg = self.buf[self.mark_pos : pos]
+        self.mark_byte += len(seg) if seg.isascii() else len(seg.encode("utf-8"))
+        self.mark_pos = pos
+        return self.mark_byte
+
+    def compact(self, pos: int) -> int:
+        """Drop buf[:pos]; returns the new position (0)."""
+        self.buf_byte0 = self.byte_offset(pos)
+        self.buf = self.buf[pos:]
+        self.mark_pos, self.mark_byte = 0, self.buf_byte0
+        return 0
+
+    def skip_ws(self, pos: int) -> int:
+        while True:
+            n = len(self.buf)
+            while pos < n and self.buf[pos] in _WHITESPACE:
+                pos += 1
+            if pos < n or not self.more():
+                return pos
+
+    def error(self, pos: int, message: str) -> JSONStreamError:
+        return JSONStreamError(self.path, self.byte_offset(pos), message)
+
+
+def iter_array(
+    path: str | os.PathLike, *, chunk_size: int = 8 << 20, max_element: int = 256 << 20
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(byte_offset, element)`` for each element of the JSON array in ``path``.
+
+    Raises :class:`JSONStreamError` naming the byte offset when the file is not a
+    well-formed JSON array, or when one element is larger than ``max_element`` bytes.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        r = _Reader(fh, path, chunk_size)
+        pos = r.skip_ws(0)
+        if pos >= len(r.buf):
+            raise r.error(pos, "empty file; expected a JSON array")
+        if r.buf[pos] != "[":
+            raise r.error(pos, "expected '[' at the start of a JSON array")
+        pos = r.skip_ws(pos + 1)
+        if pos < len(r.buf) and r.buf[pos] == "]":
+            pos += 1
+        else:
+            while True:
+                if pos > (1 << 20) and pos > len(r.buf) // 2:
+                    pos = r.compact(pos)
+                if pos >= len(r.buf):
+                    raise r.error(pos, "unexpected end of file inside the array")
+                start = pos
+                while True:
+                    try:
+                        element, end = _DECODER.raw_decode(r.buf, start)
+                        # A number or literal at the very end of the buffer may continue.
+                        if end >= len(r.buf) and not r.eof and not isinstance(element, (dict, list, str)):
+                            raise json.JSONDecodeError("truncated", r.buf, end)
+                        break
+                    except json.JSONDecodeError as exc:
+                        truncated = exc.pos >= len(r.buf) - _TAIL or exc.msg.startswith("Unterminated string")
+                        if truncated and not r.eof:
+                            if len(r.buf) - start > max_element:
+                                raise r.error(start, f"element larger than {max_element} bytes") from None
+                            r.more()
+                            continue
+                        raise r.error(exc.pos, exc.msg) from None
+                yield r.byte_offset(start), element
+                pos = r.skip_ws(end)
+                if pos >= len(r.buf):
+                    raise r.error(pos, "unexpected end of file; expected ',' or ']'")
+                ch = r.buf[pos]
+                if ch == "]":
+                    pos += 1
+                    break
+                if ch != ",":
+                    raise r.error(pos, f"expected ',' or ']' after an array element, found {ch!r}")
+                pos = r.skip_ws(pos + 1)
+        pos = r.skip_ws(pos)
+        if pos < len(r.buf):
+            raise r.error(pos, "extra data after the end of the array")
