@@ -126,22 +126,20 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def fingerprint(path: Path) -> dict[str, Any]:
-    """Fingerprint of an input: a file's size and digest, a folder's listing digest."""
+    """Fingerprint of an input: a file's size and digest, a folder's digest of file names."""
     if not path.exists():
         return {"missing": True}
     if path.is_dir():
+        # Names only: a folder input (the image tree) matters to `parse` by which files exist.
         h = hashlib.sha256()
         n = 0
-        total = 0
         for root, dirs, files in os.walk(path):
             dirs.sort()
             rel = os.path.relpath(root, path)
             for f in sorted(files):
-                size = os.stat(os.path.join(root, f)).st_size
-                h.update(f"{rel}/{f}\t{size}\n".encode())
+                h.update(f"{rel}/{f}\n".encode())
                 n += 1
-                total += size
-        return {"files": n, "bytes": total, "listing_sha256": h.hexdigest()}
+        return {"files": n, "listing_sha256": h.hexdigest()}
     return {"bytes": path.stat().st_size, "sha256": file_digest(path)}
 
 

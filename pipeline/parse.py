@@ -1,0 +1,343 @@
+"""Stage `parse`: layer1/layer2/det_ingrs JSON to validated, cleaned Parquet.
+
+Streams ``layer1.json`` (bounded memory, see :mod:`.jsonstream`), validates and
+cleans every record, and joins ``layer2.json`` (images) and ``det_ingrs.json``
+(detected ingredients) by recipe id. Every rejected record becomes a row of
+``quarantine.parquet`` naming the file, byte offset, id and reason; malformed
+JSON stops the stage with an error naming the byte offset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .jsonstream import iter_array
+from .quarantine import Rejection, replace_stage_rows
+from .stagekit import Stage, StageContext, atomic_path, run_stage
+from .textclean import clean_text
+
+__all__ = [
+    "PARTITIONS",
+    "RECIPES_SCHEMA",
+    "IMAGES_SCHEMA",
+    "DET_SCHEMA",
+    "STAGE",
+    "parse",
+    "validate_recipe",
+    "image_relpath",
+]
+
+PARTITIONS = ("train", "val", "test")
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_IMAGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9]{1,5})?")
+BATCH = 20_000
+
+RECIPES_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("partition", pa.string()),
+        ("title", pa.string()),
+        ("ingredients", pa.list_(pa.string())),
+        ("instructions", pa.list_(pa.string())),
+        ("url", pa.string()),
+    ]
+)
+IMAGES_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("recipe_id", pa.string()),
+        ("partition", pa.string()),
+        ("position", pa.int16()),  # order of the image within its recipe (0 = first)
+        ("path", pa.string()),  # relative to SRC/images
+        ("present", pa.bool_()),
+        ("url", pa.string()),
+    ]
+)
+DET_SCHEMA = pa.schema([("id", pa.string()), ("ingredients", pa.list_(pa.string()))])
+
+
+def image_relpath(partition: str, image_id: str) -> str:
+    """Recipe1M's image path: ``{partition}/a/b/c/d/{image_id}``."""
+    return "/".join([partition, *image_id[:4], image_id])
+
+
+def _text_items(rec: dict, field: str) -> tuple[list[str] | None, str | None]:
+    value = rec.get(field)
+    if field not in rec:
+        return None, f"missing field '{field}'"
+    if not isinstance(value, list):
+        return None, f"field '{field}' must be a list, got {type(value).__name__}"
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            return None, f"field '{field}' item {i} must be an object with a string 'text'"
+        text = clean_text(item["text"])
+        if text:
+            out.append(text)
+    return out, None
+
+
+def validate_recipe(rec: Any) -> tuple[dict | None, str | None, str | None]:
+    """Validate and clean one layer1 record: ``(row, None, id)`` or ``(None, reason, id)``."""
+    if not isinstance(rec, dict):
+        return None, f"record is not a JSON object but {type(rec).__name__}", None
+    rid = rec.get("id")
+    if "id" not in rec:
+        return None, "missing field 'id'", None
+    if not isinstance(rid, str):
+        return None, f"field 'id' must be a string, got {type(rid).__name__}", None
+    if not _ID_RE.fullmatch(rid):
+        return None, f"invalid id {rid!r}: 1-64 letters, digits, '_' or '-'", rid
+    for field in ("title", "partition"):
+        if field not in rec:
+            return None, f"missing field '{field}'", rid
+        if not isinstance(rec[field], str):
+            return None, f"field '{field}' must be a string, got {type(rec[field]).__name__}", rid
+    if rec["partition"] not in PARTITIONS:
+        return None, f"unknown partition {rec['partition']!r} (expected train, val or test)", rid
+    url = rec.get("url")
+    if url is not None and not isinstance(url, str):
+        return None, f"field 'url' must be a string, got {type(url).__name__}", rid
+    ingredients, why = _text_items(rec, "ingredients")
+    if why:
+        return None, why, rid
+    instructions, why = _text_items(rec, "instructions")
+    if why:
+        return None, why, rid
+    title = clean_text(rec["title"])
+    if not title:
+        return None, "empty recipe: no title", rid
+    if not ingredients:
+        return None, "empty recipe: no ingredients", rid
+    if not instructions:
+        return None, "empty recipe: no instructions", rid
+    row = {
+        "id": rid,
+        "partition": rec["partition"],
+        "title": title,
+        "ingredients": ingredients,
+        "instructions": instructions,
+        "url": url,
+    }
+    return row, None, rid
+
+
+class _BatchWriter:
+    """Rows in, Parquet row groups of ``BATCH`` rows out, to a temporary file."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.schema = schema
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.rows: list[dict] = []
+        self.count = 0
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.count += len(self.rows)
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def _present_files(images_dir: Path) -> set[str]:
+    present: set[str] = set()
+    if not images_dir.is_dir():
+        return present
+    for root, _dirs, files in os.walk(images_dir):
+        rel = os.path.relpath(root, images_dir)
+        for f in files:
+            present.add(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/"))
+    return present
+
+
+def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool) -> dict[str, str]:
+    """Returns {recipe id: partition} of the accepted recipes."""
+    accepted: dict[str, str] = {}
+    first_offset: dict[str, int] = {}
+    size = path.stat().st_size
+    with tqdm(total=size, unit="B", unit_scale=True, desc="parse layer1", disable=quiet) as bar:
+        last = 0
+        for offset, rec in iter_array(path):
+            bar.update(offset - last)
+            last = offset
+            row, why, rid = validate_recipe(rec)
+            if row is not None and rid in first_offset:
+                row, why = None, f"duplicate id (first seen at byte offset {first_offset[rid]})"
+            if row is None:
+                rejects.append(Rejection("parse", path.name, offset, rid, why))
+                continue
+            first_offset[rid] = offset
+            accepted[rid] = row["partition"]
+            writer.add(row)
+        bar.update(size - last)
+    return accepted
+
+
+def _parse_layer2(path: Path, accepted: dict[str, str], present: set[str], writer: _BatchWriter, rejects: list):
+    seen_recipes: set[str] = set()
+    seen_images: set[str] = set()
+    for offset, entry in iter_array(path):
+        rid = entry.get("id") if isinstance(entry, dict) else None
+        rid = rid if isinstance(rid, str) else None
+
+        def reject(why: str, record_id: str | None = rid) -> None:
+            rejects.append(Rejection("parse", path.name, offset, record_id, why))
+
+        if rid is None:
+            reject("layer2 entry without a string 'id'")
+            continue
+        images = entry.get("images")
+        if not isinstance(images, list):
+            reject("layer2 field 'images' must be a list")
+            continue
+        if rid in seen_recipes:
+            reject(f"duplicate layer2 entry for recipe {rid!r}")
+            continue
+        seen_recipes.add(rid)
+        partition = accepted.get(rid)
+        position = 0
+        for i, img in enumerate(images):
+            iid = img.get("id") if isinstance(img, dict) else None
+            if not isinstance(iid, str) or not _IMAGE_ID_RE.fullmatch(iid):
+                reject(f"recipe {rid!r} image {i}: invalid image id {iid!r}")
+                continue
+            if partition is None:
+                reject(f"image of unknown or rejected recipe {rid!r}", iid)
+                continue
+            if iid in seen_images:
+                reject(f"duplicate image id (recipe {rid!r})", iid)
+                continue
+            seen_images.add(iid)
+            url = img.get("url")
+            rel = image_relpath(partition, iid)
+            writer.add(
+                {
+                    "image_id": iid,
+                    "recipe_id": rid,
+                    "partition": partition,
+                    "position": position,
+                    "path": rel,
+                    "present": rel in present,
+                    "url": url if isinstance(url, str) else None,
+                }
+            )
+            position += 1
+
+
+def _parse_det(path: Path, accepted: dict[str, str], writer: _BatchWriter, rejects: list) -> None:
+    seen: set[str] = set()
+    for offset, entry in iter_array(path):
+        rid = entry.get("id") if isinstance(entry, dict) else None
+        rid = rid if isinstance(rid, str) else None
+
+        def reject(why: str) -> None:
+            rejects.append(Rejection("parse", path.name, offset, rid, why))
+
+        if rid is None:
+            reject("det_ingrs entry without a string 'id'")
+            continue
+        ingredients, valid = entry.get("ingredients"), entry.get("valid")
+        if not isinstance(ingredients, list) or not isinstance(valid, list) or len(ingredients) != len(valid):
+            reject("det_ingrs entry needs lists 'ingredients' and 'valid' of equal length")
+            continue
+        if rid not in accepted:
+            reject(f"det_ingrs entry for unknown or rejected recipe {rid!r}")
+            continue
+        if rid in seen:
+            reject("duplicate det_ingrs entry")
+            continue
+        names = []
+        for item, ok in zip(ingredients, valid):
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not isinstance(ok, bool):
+                names = None
+                break
+            if ok:
+                text = clean_text(item["text"]).lower()
+                if text:
+                    names.append(text)
+        if names is None:
+            reject("det_ingrs items must be {'text': str} with boolean 'valid' flags")
+            continue
+        seen.add(rid)
+        writer.add({"id": rid, "ingredients": names})
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    src, out = ctx.src, ctx.out
+    for required in ("layer1.json", "layer2.json"):
+        if not (src / required).is_file():
+            raise FileNotFoundError(f"{src / required}: required input missing (SRC must hold layer1.json and layer2.json)")
+    rejects: list[Rejection] = []
+    with atomic_path(out / "recipes.parquet") as tmp:
+        writer = _BatchWriter(tmp, RECIPES_SCHEMA)
+        try:
+            accepted = _parse_layer1(src / "layer1.json", writer, rejects, ctx.quiet)
+        finally:
+            writer.close()
+    rejected_recipes = len(rejects)
+    present = _present_files(src / "images")
+    with atomic_path(out / "images.parquet") as tmp:
+        writer = _BatchWriter(tmp, IMAGES_SCHEMA)
+        try:
+            _parse_layer2(src / "layer2.json", accepted, present, writer, rejects)
+        finally:
+            writer.close()
+        n_images = writer.count
+    rejected_images = len(rejects) - rejected_recipes
+    det_path = src / "det_ingrs.json"
+    with atomic_path(out / "det_ingrs.parquet") as tmp:
+        writer = _BatchWriter(tmp, DET_SCHEMA)
+        try:
+            if det_path.is_file():
+                _parse_det(det_path, accepted, writer, rejects)
+        finally:
+            writer.close()
+        n_det = writer.count
+    replace_stage_rows(out, "parse", rejects)
+    images = pq.read_table(out / "images.parquet", columns=["present"])["present"]
+    n_present = int(pc.sum(images).as_py() or 0)
+    per_partition = {p: 0 for p in PARTITIONS}
+    for p in accepted.values():
+        per_partition[p] += 1
+    return {
+        "recipes": len(accepted),
+        **{f"recipes_{p}": n for p, n in per_partition.items()},
+        "recipes_rejected": rejected_recipes,
+        "images": n_images,
+        "images_present": n_present,
+        "images_missing": n_images - n_present,
+        "images_rejected": rejected_images,
+        "det_ingrs": n_det,
+        "det_ingrs_rejected": len(rejects) - rejected_recipes - rejected_images,
+        "quarantined": len(rejects),
+    }
+
+
+STAGE = Stage(
+    name="parse",
+    run=_run,
+    src_inputs=("layer1.json", "layer2.json", "det_ingrs.json", "images"),
+    outputs=("recipes.parquet", "images.parquet", "det_ingrs.parquet"),
+    description="layer1/layer2/det_ingrs JSON -> validated Parquet",
+)
+
+
+def parse(src: str | os.PathLike, out: str | os.PathLike, *, force: bool = False, quiet: bool = True):
+    """Run the `parse` stage (skipped when up to date); returns its :class:`StageReport`."""
+    return run_stage(STAGE, src=src, out=out, params={}, force=force, quiet=quiet)

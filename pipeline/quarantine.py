@@ -1,0 +1,58 @@
+"""`quarantine.parquet`: one row per record a stage rejected, with where and why.
+
+Several stages add rows (``parse`` now, ``shard`` for images later). Each stage
+owns its rows: :func:`replace_stage_rows` swaps that stage's rows and keeps the
+others, writing atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .stagekit import atomic_path
+
+__all__ = ["QUARANTINE_FILE", "QUARANTINE_SCHEMA", "Rejection", "replace_stage_rows", "read_quarantine"]
+
+QUARANTINE_FILE = "quarantine.parquet"
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("stage", pa.string()),  # which stage rejected it
+        ("source", pa.string()),  # file name the record came from (layer1.json, an image path...)
+        ("offset", pa.int64()),  # byte offset of the record in `source`, when it has one
+        ("record_id", pa.string()),  # recipe or image id, when it has one
+        ("reason", pa.string()),  # human-readable reason
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    stage: str
+    source: str
+    offset: int | None
+    record_id: str | None
+    reason: str
+
+
+def read_quarantine(out: str | Path) -> pa.Table:
+    p = Path(out) / QUARANTINE_FILE
+    if not p.exists():
+        return QUARANTINE_SCHEMA.empty_table()
+    return pq.read_table(p)
+
+
+def replace_stage_rows(out: str | Path, stage: str, rows: list[Rejection]) -> int:
+    """Replace ``stage``'s rows in OUT/quarantine.parquet by ``rows``; returns their count."""
+    existing = read_quarantine(out)
+    keep = existing.filter(pc.not_equal(existing["stage"], stage)) if existing.num_rows else existing
+    new = pa.Table.from_pylist([r.__dict__ for r in rows], schema=QUARANTINE_SCHEMA)
+    table = pa.concat_tables([keep.cast(QUARANTINE_SCHEMA), new])
+    with atomic_path(Path(out) / QUARANTINE_FILE) as tmp:
+        pq.write_table(table, tmp)
+    return len(rows)
