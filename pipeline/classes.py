@@ -1,0 +1,212 @@
+"""Stage `classes`: semantic class labels from titles, the way im2recipe built its 1,048.
+
+1. Titles are tokenised and lower-cased, stop words (spaCy's English list) removed;
+   bigrams of adjacent remaining tokens are counted over the *train* titles.
+2. The ``top_bigrams`` most frequent are walked in order, skipping bigrams with
+   punctuation, digits or banned non-food words (easy, best, quick, ...). Each
+   takes the recipes whose title contains it and that have no class yet; it is
+   kept as a class if more than ``min_train`` of those are in train and at least
+   one is in val and one in test, else they return to the pool. At most
+   ``max_classes`` bigram classes.
+3. The Food-101 category names not yet classes go through the same rule.
+4. Everything else is class 0, background.
+
+Differences from im2recipe's script, on purpose: bigrams never span two titles
+(its titles were concatenated before counting); matching is on whole tokens with
+a trailing plural ``s`` ignored ("pie" no longer matches "pineapple pie" or
+"pies" vs "pie" split a class); ``min_train`` scales with corpus size unless set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .parse import PARTITIONS
+from .stagekit import Stage, StageContext, atomic_path, run_stage
+from .tokenize import tokenize
+
+__all__ = ["STAGE", "classes", "BANNED_WORDS", "food101_names", "title_keys", "assign_classes", "auto_min_train"]
+
+# Words that describe how a dish is made or sold, not what it is (our own list).
+BANNED_WORDS = frozenset(
+    """easy easiest best ever quick quickest simple simply super perfect perfectly homemade home
+    recipe recipes style classic favorite favourite famous amazing awesome delicious yummy tasty
+    ultimate healthy healthier skinny lighter light low fat free slow fast minute minutes hour
+    new old mom mom's moms grandma grandma's grandmas granny nana aunt aunt's uncle chef man men
+    poor year weeknight make ahead copycat inspired version ii iii i n e de la le con lo ww
+    world's worlds really good great fantastic fabulous wonderful killer crazy""".split()
+)
+
+_PUNCT_OR_DIGIT = re.compile(r"[^\w]|\d")
+_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
+def auto_min_train(n_train: int) -> int:
+    """im2recipe kept classes with more than 20 train recipes out of ~280k; scale that,
+    between 2 and 20, for smaller corpora."""
+    return int(min(20, max(2, round(n_train * 20 / 280_000))))
+
+
+def _norm(token: str) -> str:
+    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
+
+
+def title_keys(title: str, stop_words: frozenset[str]) -> list[str]:
+    """Normalised content tokens of a title (stop words out, trailing plural s dropped)."""
+    return [_norm(t) for t in tokenize(title) if t not in stop_words]
+
+
+def food101_names() -> list[str]:
+    text = resources.files("recipekit.pipeline").joinpath("data/food101.txt").read_text(encoding="utf-8")
+    return [line.strip().replace("_", " ") for line in text.splitlines() if line.strip()]
+
+
+def _bigram_rows(keys: list[list[str]]) -> tuple[list[int], list[str]]:
+    rows, grams = [], []
+    for r, ks in enumerate(keys):
+        for a, b in zip(ks, ks[1:]):
+            if not (_PUNCT_OR_DIGIT.search(a) or _PUNCT_OR_DIGIT.search(b) or a in BANNED_WORDS or b in BANNED_WORDS):
+                rows.append(r)
+                grams.append(f"{a}{b}" if _CJK_RE.match(a[-1]) and _CJK_RE.match(b[0]) else f"{a} {b}")
+    return rows, grams
+
+
+def _phrase_rows(keys: list[list[str]], phrases: list[list[str]]) -> tuple[list[int], list[int]]:
+    """(recipe row, phrase index) for each title containing a phrase as consecutive keys."""
+    index = {tuple(p): i for i, p in enumerate(phrases)}
+    lengths = sorted({len(p) for p in phrases})
+    rows, hits = [], []
+    for r, ks in enumerate(keys):
+        found = set()
+        for n in lengths:
+            for j in range(len(ks) - n + 1):
+                i = index.get(tuple(ks[j : j + n]))
+                if i is not None and i not in found:
+                    found.add(i)
+                    rows.append(r)
+                    hits.append(i)
+    return rows, hits
+
+
+def assign_classes(
+    keys: list[list[str]],
+    partitions: np.ndarray,
+    *,
+    stop_words: frozenset[str],
+    top_bigrams: int = 2000,
+    max_classes: int = 1000,
+    min_train: int = 20,
+    extra_names: list[str] = (),
+) -> tuple[np.ndarray, list[str]]:
+    """Class id per recipe (0 = background) and class names (index 0 = ``background``).
+
+    ``keys``: :func:`title_keys` of each title; ``partitions``: 0/1/2 for train/val/test.
+    """
+    n = len(keys)
+    rows, grams = _bigram_rows(keys)
+    frame = pl.DataFrame({"row": rows, "gram": grams}, schema={"row": pl.Int64, "gram": pl.String}).unique(maintain_order=True)
+    ranked = (
+        frame.filter(pl.Series(partitions[frame.get_column("row").to_numpy()] == 0))
+        .group_by("gram")
+        .agg(pl.len().alias("n"))
+        .sort(["n", "gram"], descending=[True, False])
+        .head(top_bigrams)
+        .with_row_index("rank")
+    )
+    candidates = frame.join(ranked.select("gram", "rank"), on="gram").sort(["rank", "row"])
+    names = ["background"]
+    labels = np.zeros(n, dtype=np.int32)
+
+    def try_class(name: str, members: np.ndarray) -> None:
+        members = members[labels[members] == 0]
+        counts = np.bincount(partitions[members], minlength=3)
+        if counts[0] > min_train and counts[1] > 0 and counts[2] > 0:
+            names.append(name)
+            labels[members] = len(names) - 1
+
+    ranks = candidates.get_column("rank").to_numpy()
+    members_all = candidates.get_column("row").to_numpy()
+    splits = np.flatnonzero(np.diff(ranks)) + 1
+    grams_by_rank = ranked.get_column("gram").to_list()
+    for rank_rows, first in zip(np.split(members_all, splits), np.concatenate([[0], splits])):
+        if len(names) > max_classes:
+            break
+        try_class(grams_by_rank[ranks[first]], rank_rows)
+    # Then the extra (Food-101) names that are not classes yet.
+    taken = set(names)
+    extra = [e for e in extra_names if " ".join(title_keys(e, stop_words)) not in taken]
+    phrases = [title_keys(e, stop_words) for e in extra]
+    prow, pidx = _phrase_rows(keys, phrases)
+    prow, pidx = np.asarray(prow, dtype=np.int64), np.asarray(pidx, dtype=np.int64)
+    for i, name in enumerate(extra):
+        try_class(name, prow[pidx == i])
+    return labels, names
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    out = ctx.out
+    p = ctx.params
+    recipes = pl.read_parquet(out / "recipes.parquet", columns=["id", "partition", "title"])
+    part_code = {name: i for i, name in enumerate(PARTITIONS)}
+    partitions = recipes.get_column("partition").replace_strict(part_code, return_dtype=pl.Int8).to_numpy()
+    n_train = int((partitions == 0).sum())
+    min_train = p["min_train"] if p["min_train"] is not None else auto_min_train(n_train)
+    stop_words = frozenset(STOP_WORDS)
+    keys = [title_keys(t, stop_words) for t in recipes.get_column("title").to_list()]
+    labels, names = assign_classes(
+        keys,
+        partitions,
+        stop_words=stop_words,
+        top_bigrams=p["top_bigrams"],
+        max_classes=p["max_classes"],
+        min_train=min_train,
+        extra_names=food101_names() if p["food101"] else [],
+    )
+    table = recipes.select("id", "partition").with_columns(
+        pl.Series("class_id", labels, dtype=pl.Int32),
+        pl.Series("class_name", [names[i] for i in labels], dtype=pl.String),
+    )
+    with atomic_path(out / "recipe_classes.parquet") as tmp:
+        table.write_parquet(tmp, compression="zstd", statistics=False)
+    with atomic_path(out / "classes.json") as tmp:
+        tmp.write_text(json.dumps({str(i): n for i, n in enumerate(names)}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    coverage = {
+        f"coverage_{name}": round(float((labels[partitions == code] > 0).mean()) if (partitions == code).any() else 0.0, 4)
+        for name, code in part_code.items()
+    }
+    return {"classes": len(names) - 1, "min_train": min_train, "labelled": int((labels > 0).sum()), **coverage}
+
+
+STAGE = Stage(
+    name="classes",
+    run=_run,
+    out_inputs=("recipes.parquet",),
+    outputs=("classes.json", "recipe_classes.parquet"),
+    description="class labels from frequent title bigrams and Food-101 names",
+)
+
+
+def classes(
+    out: str | os.PathLike,
+    *,
+    top_bigrams: int = 2000,
+    max_classes: int = 1000,
+    min_train: int | None = None,
+    food101: bool = True,
+    force: bool = False,
+    quiet: bool = True,
+):
+    """Run the `classes` stage on a prepared OUT (after `parse`). ``min_train=None``: scaled."""
+    params = {"top_bigrams": top_bigrams, "max_classes": max_classes, "min_train": min_train, "food101": food101}
+    return run_stage(STAGE, src=None, out=out, params=params, force=force, quiet=quiet)

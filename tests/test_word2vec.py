@@ -1,0 +1,66 @@
+import json
+
+import polars as pl
+
+from recipekit.pipeline.parse import parse
+from recipekit.pipeline.tokenize import tokenize, underscore_ingredients
+from recipekit.pipeline.word2vec import Word2VecParams, load_vectors, load_vocab, word2vec, write_corpus
+
+
+def test_tokenize():
+    assert tokenize("Heat 2 Tbsp. olive_oil; add ½? No: 1/2 cup all-purpose flour!") == [
+        "heat", "2", "tbsp", ".", "olive_oil", ";", "add", "½", "?", "no", ":", "1/2", "cup", "all-purpose", "flour", "!",
+    ]
+    assert tokenize("咖喱炒蟹 with rice") == ["咖", "喱", "炒", "蟹", "with", "rice"]
+
+
+def test_underscore_ingredients_longest_first_whole_words():
+    text = underscore_ingredients("Add Extra Virgin Olive Oil, then olive oil; not olive oils.",
+                                  ["olive oil", "extra virgin olive oil", "salt"])
+    assert text == "add extra_virgin_olive_oil, then olive_oil; not olive oils."
+
+
+def _prepared(tmp_path):
+    layer1 = []
+    for i in range(60):
+        part = "train" if i < 50 else "val"
+        layer1.append({
+            "id": f"r{i:03d}", "title": "Tomato Soup" if i % 2 else "Garlic Bread", "partition": part, "url": None,
+            "ingredients": [{"text": "2 tbsp olive oil"}, {"text": "3 tomatoes"}],
+            "instructions": [{"text": "Heat the olive oil."}, {"text": f"Add the tomatoes {'val-only-word' if part == 'val' else ''}."}],
+        })
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "layer1.json").write_text(json.dumps(layer1))
+    (src / "layer2.json").write_text("[]")
+    out = tmp_path / "out"
+    parse(src, out)
+    recipes = pl.read_parquet(out / "recipes.parquet")
+    recipes.select("id", "partition", pl.lit(["olive oil", "tomato"]).alias("ingredients")).write_parquet(
+        out / "ingredients.parquet")
+    return out
+
+
+def test_corpus_is_train_only_with_underscored_ingredients(tmp_path):
+    out = _prepared(tmp_path)
+    recipes = pl.read_parquet(out / "recipes.parquet")
+    stats = write_corpus(recipes, pl.read_parquet(out / "ingredients.parquet"), tmp_path / "c.txt")
+    lines = (tmp_path / "c.txt").read_text().splitlines()
+    assert stats["train_recipes"] == 50 and stats["sentences"] == len(lines) == 50 * 4
+    assert "olive_oil tomato" in lines and "heat the olive_oil ." in lines
+    assert not any("val-only-word" in line for line in lines)
+
+
+def test_stage_writes_vectors_and_vocab(tmp_path):
+    out = _prepared(tmp_path)
+    report = word2vec(out, params=Word2VecParams(vector_size=16, min_count=5, epochs=2), workers=1)
+    kv = load_vectors(out)
+    vocab = load_vocab(out)
+    assert vocab == list(kv.index_to_key) and report.counts["vocabulary"] == len(vocab)
+    assert kv.vector_size == 16 and "olive_oil" in vocab and "val-only-word" not in vocab
+    assert sorted(p.name for p in (out / "word2vec").iterdir()) == ["vocab.txt", "word2vec.kv"]
+    assert not list(out.glob("*.tmp-*"))
+    # Same parameters, same inputs: skipped; other parameters: retrained.
+    assert word2vec(out, params=Word2VecParams(vector_size=16, min_count=5, epochs=2)).status == "skipped"
+    assert word2vec(out, params=Word2VecParams(vector_size=8, min_count=5, epochs=2)).status == "ran"
+    assert load_vectors(out).vector_size == 8
