@@ -1,1 +1,58 @@
-"""recipekit.embedders: image and recipe towers into a shared space (see issue 4)."""
+"""recipekit.embedders: image and recipe towers into a shared space (see issue 4).
+
+Registry: :func:`list_embedders`, :func:`create_embedder`, :func:`get_config` (JSON configs
+in ``configs/``); :func:`load_embedder` reads :meth:`JointEmbedder.save` files. Text:
+:class:`Vocabulary`, :func:`tokenize`, :func:`tokenise_recipe`, :func:`collate_recipes`,
+:func:`embedding_matrix_from_keyedvectors`, :func:`load_word2vec_matrix`. Everything that
+builds a network needs torch (``pip install recipekit[train]``); names are imported lazily,
+so ``import recipekit.embedders`` and the text helpers work without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "list_embedders": "registry",
+    "create_embedder": "registry",
+    "get_config": "registry",
+    "Vocabulary": "text",
+    "tokenize": "text",
+    "tokenise_recipe": "text",
+    "collate_recipes": "text",
+    "embedding_matrix_from_keyedvectors": "text",
+    "load_word2vec_matrix": "text",
+    "PAD_ID": "text",
+    "UNK_ID": "text",
+    "JointEmbedder": "model",
+    "EmbedderOutput": "model",
+    "load_embedder": "model",
+    "ImageTower": "image",
+    "JERecipeTower": "recipe_je",
+    "HTRecipeTower": "recipe_ht",
+    "MiniLMRecipeTower": "sentence",
+    "WordPieceVocabulary": "sentence",
+    "MatchingHead": "matching",
+}
+
+__all__ = sorted(_EXPORTS)
+
+_TORCH_HINT = "recipekit.embedders needs torch and torchvision: pip install 'recipekit[train]'"
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name in ("torch", "torchvision"):
+            raise ImportError(_TORCH_HINT) from exc
+        raise
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,200 @@
+"""The joint embedder: an image tower and a recipe tower into one L2-normalised space."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .image import ImageTower, preprocess
+from .matching import MatchingHead
+from .text import Vocabulary, collate_recipes, tokenise_recipe
+
+__all__ = ["JointEmbedder", "EmbedderOutput", "load_embedder"]
+
+
+@dataclass
+class EmbedderOutput:
+    """What :meth:`JointEmbedder.forward` returns; unset parts are None.
+
+    ``image`` / ``recipe``: L2-normalised embeddings [B, D]; ``image_tokens`` [B, N, C]
+    (backbone patches / grid cells); ``recipe_tokens`` [B, L, H] and ``recipe_mask`` [B, L]
+    (True = real token; None for the ``je`` tower); ``components``: per-component recipe
+    vectors before the joint projection ({"title", "ingredients", "instructions"} -> [B, H]).
+    """
+
+    image: torch.Tensor | None = None
+    recipe: torch.Tensor | None = None
+    image_tokens: torch.Tensor | None = None
+    recipe_tokens: torch.Tensor | None = None
+    recipe_mask: torch.Tensor | None = None
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _build_recipe_tower(cfg: dict, embed_dim: int, vocab, matrix):
+    kind = cfg["tower"]
+    kw = {k: v for k, v in cfg.items() if k not in ("tower", "max_ingredients", "max_instructions", "max_tokens")}
+    if kind == "minilm":
+        from .sentence import MiniLMRecipeTower
+
+        return MiniLMRecipeTower(embed_dim=embed_dim, **kw)
+    if vocab is None:
+        raise ValueError(
+            f"the {kind!r} recipe tower needs a vocabulary: create_embedder(..., "
+            "vocab=Vocabulary.from_file('word2vec/vocab.txt'))"
+        )
+    if kind == "je":
+        from .recipe_je import JERecipeTower
+
+        return JERecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=matrix, **kw)
+    if kind == "ht":
+        from .recipe_ht import HTRecipeTower
+
+        return HTRecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=matrix, **kw)
+    raise ValueError(f"unknown recipe tower {kind!r}; choose from je, ht, minilm")
+
+
+class JointEmbedder(nn.Module):
+    """Image tower + recipe tower (+ optional cross-modal matching head), built from a config
+    (see :func:`recipekit.embedders.create_embedder`).
+
+    ``vocab`` is a :class:`~recipekit.embedders.text.Vocabulary` (``je``/``ht`` towers; the
+    ``minilm`` tower brings its own WordPiece one); ``embedding_matrix`` ([len(vocab), dim],
+    e.g. from :func:`~recipekit.embedders.text.load_word2vec_matrix`) initialises the words.
+    """
+
+    def __init__(self, config: Mapping[str, Any], vocab: Vocabulary | None = None, embedding_matrix=None):
+        super().__init__()
+        self.config = copy.deepcopy(dict(config))
+        dim = int(self.config["embed_dim"])
+        rcfg = self.config["recipe"]
+        if rcfg["tower"] == "minilm":
+            from .sentence import WordPieceVocabulary
+
+            vocab = WordPieceVocabulary.from_package()
+        self.vocab = vocab
+        self.image_tower = ImageTower(embed_dim=dim, **self.config["image"])
+        self.recipe_tower = _build_recipe_tower(rcfg, dim, vocab, embedding_matrix)
+        self.matching = None
+        if self.config.get("matching"):
+            if self.recipe_tower.token_dim is None:
+                raise ValueError(f"the {rcfg['tower']!r} recipe tower has no tokens for a matching head")
+            self.matching = MatchingHead(self.recipe_tower.token_dim, self.image_tower.feature_dim, **self.config["matching"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config["embed_dim"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- training-time API -------------------------------------------------------------
+    def forward(self, images: torch.Tensor | None = None, recipes: Mapping[str, torch.Tensor] | None = None) -> EmbedderOutput:
+        """Embed a batch of preprocessed images [B, 3, S, S] and/or a recipe batch
+        (:func:`~recipekit.embedders.text.collate_recipes`)."""
+        out = EmbedderOutput()
+        if images is not None:
+            out.image, out.image_tokens = self.image_tower(images)
+        if recipes is not None:
+            dev = self.device
+            r = self.recipe_tower({k: v.to(dev) for k, v in recipes.items()})
+            out.recipe, out.recipe_tokens, out.recipe_mask, out.components = r["emb"], r["tokens"], r["mask"], r["components"]
+        return out
+
+    def matching_loss(self, out: EmbedderOutput, negatives: str = "sample", generator=None) -> torch.Tensor:
+        """T-Food's image-text matching loss on a forward output (needs a matching head)."""
+        if self.matching is None:
+            raise ValueError("this embedder has no matching head (config 'matching')")
+        return self.matching.loss(out.image, out.recipe, out.image_tokens, out.recipe_tokens, out.recipe_mask, negatives, generator)
+
+    def tokenise(self, recipe: Mapping[str, Any]) -> dict[str, Any]:
+        """Token ids of one recipe dict with this embedder's vocabulary and limits."""
+        r = self.config["recipe"]
+        return tokenise_recipe(
+            recipe, self.vocab, r.get("max_ingredients", 20), r.get("max_instructions", 20), r.get("max_tokens", 15)
+        )
+
+    def collate(self, recipes: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Recipe dicts -> a padded batch for :meth:`forward`."""
+        return collate_recipes([self.tokenise(r) for r in recipes])
+
+    # -- inference API -------------------------------------------------------------------
+    def _image_tensor(self, items: Sequence[Any]) -> torch.Tensor:
+        if isinstance(items, torch.Tensor):
+            return items
+        tower = self.image_tower
+        parts = [
+            it if isinstance(it, torch.Tensor) else preprocess(it, tower.image_size, tower.mean, tower.std) for it in items
+        ]
+        return torch.stack(parts)
+
+    @torch.no_grad()
+    def embed_images(self, images: Iterable[Any] | torch.Tensor, batch_size: int = 64, device=None) -> np.ndarray:
+        """L2-normalised float32 embeddings [N, D] of images: paths, PIL images, or tensors
+        already preprocessed (each [3, S, S], or one [N, 3, S, S] tensor)."""
+        items = images if isinstance(images, torch.Tensor) else list(images)
+        return self._embed(items, batch_size, device, lambda chunk, dev: self.image_tower(self._image_tensor(chunk).to(dev))[0])
+
+    @torch.no_grad()
+    def embed_recipes(self, recipes: Iterable[Mapping[str, Any]], batch_size: int = 64, device=None) -> np.ndarray:
+        """L2-normalised float32 embeddings [N, D] of layer1.json-style recipe dicts."""
+        items = list(recipes)
+        return self._embed(items, batch_size, device, lambda chunk, dev: self.forward(recipes=self.collate(chunk)).recipe)
+
+    def _embed(self, items, batch_size, device, fn) -> np.ndarray:
+        if device is not None:
+            self.to(device)
+        dev = self.device
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = [fn(items[i : i + batch_size], dev).float().cpu() for i in range(0, len(items), batch_size)]
+        finally:
+            self.train(was_training)
+        if not chunks:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return torch.cat(chunks).numpy().astype(np.float32, copy=False)
+
+    @torch.no_grad()
+    def rerank(self, images, recipes: Sequence[Mapping[str, Any]], k: int = 10, image_to_recipe: bool = True):
+        """Retrieve with the embeddings, then re-order each query's top ``k`` with the matching
+        head. Returns (indices [Q, k], matching scores [Q, k]) as numpy arrays; queries are the
+        images (``image_to_recipe``) or the recipes. Meant for evaluation-sized sets (1k/10k)."""
+        if self.matching is None:
+            raise ValueError("this embedder has no matching head (config 'matching')")
+        self.eval()
+        dev = self.device
+        img_emb, img_tok = self.image_tower(self._image_tensor(images if isinstance(images, torch.Tensor) else list(images)).to(dev))
+        rec = self.forward(recipes=self.collate(list(recipes)))
+        if image_to_recipe:
+            idx, sc = self.matching.rerank(img_emb @ rec.recipe.t(), img_tok, rec.recipe_tokens, rec.recipe_mask, k, True)
+        else:
+            idx, sc = self.matching.rerank(rec.recipe @ img_emb.t(), (rec.recipe_tokens, rec.recipe_mask), img_tok, None, k, False)
+        return idx.cpu().numpy(), sc.cpu().numpy()
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Config, vocabulary and weights in one file (readable with ``weights_only=True``)."""
+        words = self.vocab.words if isinstance(self.vocab, Vocabulary) else None
+        torch.save({"format": "recipekit.embedder/1", "config": self.config, "vocab": words, "state_dict": self.state_dict()}, path)
+
+
+def load_embedder(path: str | Path, map_location: Any = "cpu") -> JointEmbedder:
+    """Rebuild a :meth:`JointEmbedder.save` file (no weights are downloaded: the saved state
+    dict replaces whatever the config's ``weights`` named)."""
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    if blob.get("format") != "recipekit.embedder/1":
+        raise ValueError(f"{path}: not a recipekit embedder file")
+    config = copy.deepcopy(blob["config"])
+    config["image"] = {**config["image"], "weights": None, "weights_path": None}
+    vocab = Vocabulary(blob["vocab"]) if blob["vocab"] is not None else None
+    model = JointEmbedder(config, vocab=vocab)
+    model.load_state_dict(blob["state_dict"])
+    model.config = copy.deepcopy(blob["config"])
+    return model

@@ -1,0 +1,120 @@
+"""``ht`` recipe tower: the hierarchical transformer of H-T (Salvador et al., CVPR 2021).
+
+* one word embedding shared by all components (optionally word2vec-initialised; a linear
+  maps it to ``hidden`` when its width differs);
+* per component (title, ingredients, instructions) a transformer encoder (``layers`` x
+  ``heads``, feed-forward ``ff_dim``, dropout, post-norm as ``nn.TransformerEncoderLayer``)
+  with learned positions (xavier-normal initialised, dropout) and masked mean pooling;
+* ingredients and instructions: the first encoder turns each line into a vector, a second
+  encoder of the same kind (learned positions too) runs over those vectors, mean-pooled;
+* the three ``hidden`` vectors are concatenated -> linear -> tanh -> L2.
+
+``forward`` also returns the three component vectors (for H-T's self-supervised recipe
+loss, :mod:`recipekit.losses`) and a token sequence for the matching head: the title's
+token outputs followed by the ingredient and instruction sentence outputs.
+
+A fully padded sequence (empty title, recipe without instructions) is attended with its
+first position unmasked (H-T's trick against NaNs) and pooled to a zero vector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .image import JointHead
+from .recipe_je import make_embedding
+
+__all__ = ["HTRecipeTower", "PooledTransformer", "masked_mean"]
+
+COMPONENTS = ("title", "ingredients", "instructions")
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` [N, L, H] over positions where ``mask`` [N, L] is True (0 if none)."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class PooledTransformer(nn.Module):
+    """Learned positions + transformer encoder; returns (pooled [N, H], outputs [N, L, H])."""
+
+    def __init__(self, dim: int, heads: int, layers: int, ff_dim: int, dropout: float, max_len: int):
+        super().__init__()
+        self.pos = nn.Parameter(torch.empty(max_len, dim))
+        nn.init.xavier_normal_(self.pos)
+        self.drop = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(dim, heads, ff_dim, dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        length = x.shape[1]
+        if length > self.pos.shape[0]:
+            raise ValueError(f"sequence of {length} exceeds the {self.pos.shape[0]} learned positions")
+        x = self.drop(x + self.pos[:length])
+        attend = mask.clone()
+        attend[:, 0] = True  # never a fully masked row
+        out = self.encoder(x, src_key_padding_mask=~attend)
+        return masked_mean(out, mask), out
+
+
+class HTRecipeTower(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 1024,
+        hidden: int = 512,
+        heads: int = 4,
+        layers: int = 2,
+        ff_dim: int = 2048,
+        dropout: float = 0.1,
+        max_len: int = 64,
+        tanh: bool = True,
+        embedding_matrix: np.ndarray | None = None,
+    ):
+        super().__init__()
+        self.hidden = hidden
+        if vocab_size > 0:
+            self.embedding = make_embedding(vocab_size, hidden, embedding_matrix)
+            width = self.embedding.embedding_dim
+            self.embed_proj = nn.Linear(width, hidden) if width != hidden else nn.Identity()
+
+        def enc():
+            return PooledTransformer(hidden, heads, layers, ff_dim, dropout, max_len)
+
+        self.encoders = nn.ModuleDict({name: enc() for name in COMPONENTS})
+        self.mergers = nn.ModuleDict({name: enc() for name in COMPONENTS[1:]})
+        self.head = JointHead(3 * hidden, embed_dim, tanh)
+        self.token_dim = hidden
+
+    def encode_sentences(self, name: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Word-level encoding of ``ids`` [N, L] (0 = padding): (pooled [N, H], outputs [N, L, H])."""
+        x = self.embed_proj(self.embedding(ids))
+        return self.encoders[name](x, ids != 0)
+
+    def _nested(self, name: str, ids: torch.Tensor, lens: torch.Tensor):
+        b, n, length = ids.shape
+        flat = ids.reshape(b * n, length)
+        keep = lens.reshape(b * n).to(ids.device) > 0
+        sent = flat.new_zeros(b * n, self.hidden, dtype=torch.float32)
+        if keep.any():
+            pooled, _ = self.encode_sentences(name, flat[keep])
+            sent = sent.to(pooled.dtype).index_put((keep.nonzero().squeeze(1),), pooled)
+        mask = keep.reshape(b, n)
+        pooled, out = self.mergers[name](sent.reshape(b, n, self.hidden), mask)
+        return pooled, out, mask
+
+    def forward(self, batch: dict) -> dict:
+        title = batch["title"]
+        t_vec, t_out = self.encode_sentences("title", title)
+        t_mask = title != 0
+        i_vec, i_out, i_mask = self._nested("ingredients", batch["ingredients"], batch["ingredients_len"])
+        s_vec, s_out, s_mask = self._nested("instructions", batch["instructions"], batch["instructions_len"])
+        emb = self.head(torch.cat([t_vec, i_vec, s_vec], dim=-1))
+        return {
+            "emb": emb,
+            "components": {"title": t_vec, "ingredients": i_vec, "instructions": s_vec},
+            "tokens": torch.cat([t_out, i_out, s_out], dim=1),
+            "mask": torch.cat([t_mask, i_mask, s_mask], dim=1),
+        }

