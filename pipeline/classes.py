@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ._spacy import import_spacy
 from .parse import PARTITIONS
 from .stagekit import Stage, StageContext, atomic_path, run_stage
 from .tokenize import tokenize
@@ -153,6 +154,7 @@ def assign_classes(
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
+    import_spacy()
     from spacy.lang.en.stop_words import STOP_WORDS
 
     out = ctx.out

@@ -84,6 +84,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     kv = model.wv
     if len(kv.index_to_key) == 0:
         raise ValueError(f"word2vec: no word occurs min_count={params.min_count} times; lower --w2v-min-count")
+    kv.lifecycle_events = None  # gensim would pickle save times and paths: keep the file reproducible
     with atomic_dir(out / "word2vec") as tmp:
         # separately=[]: one self-contained file, whatever the vocabulary size.
         kv.save(str(tmp / "word2vec.kv"), separately=[])
