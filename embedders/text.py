@@ -39,7 +39,6 @@ all-padding row that the towers handle (pooled to a zero vector).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -61,27 +60,8 @@ PAD_ID = 0
 UNK_ID = 1
 _N_SPECIAL = 2
 
-try:  # one tokeniser for the whole project: the pipeline built vocab.txt with it
-    from recipekit.pipeline.tokenize import ingredient_token, tokenize, underscore_ingredients
-except ImportError:  # pragma: no cover - the pipeline ships with recipekit; kept for a partial checkout
-    _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-    _TOKEN_RE = re.compile(
-        rf"[{_CJK}]|\d+(?:[./,]\d+)*|[^\W\d{_CJK}]+(?:['’_-][^\W\d{_CJK}]+)*|[^\w\s]"
-    )
-
-    def tokenize(text: str) -> list[str]:
-        """Lower-cased words (inner ``-'_`` kept), numbers, and each punctuation mark."""
-        return _TOKEN_RE.findall(text.lower())
-
-    def ingredient_token(name: str) -> str:
-        """``olive oil`` -> ``olive_oil``."""
-        return "_".join(name.lower().split())
-
-    def underscore_ingredients(text: str, names: list[str]) -> str:
-        text = text.lower()
-        for name in sorted({n for n in names if " " in n}, key=len, reverse=True):
-            text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", ingredient_token(name), text)
-        return text
+# One tokeniser for the whole project: the pipeline built vocab.txt with it.
+from recipekit.pipeline.tokenize import ingredient_token, tokenize, underscore_ingredients  # noqa: E402,F401
 
 
 class Vocabulary:

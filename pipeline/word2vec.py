@@ -117,5 +117,5 @@ def load_vectors(out: str | os.PathLike):
 
 
 def load_vocab(out: str | os.PathLike) -> list[str]:
-    """Words in id order; token id = index + 2 (0 = padding, 1 = end of sequence), as im2recipe."""
+    """Words in id order; token id = index + 2 (0 = padding, 1 = unknown word)."""
     return (Path(out) / "word2vec" / "vocab.txt").read_text(encoding="utf-8").splitlines()
