@@ -92,7 +92,7 @@ def test_rerun_skips_and_force_redoes(text_corpus, tmp_path):
     first = prepare(text_corpus, out, config=FAST, workers=1, quiet=True)
     assert [r.status for r in first] == ["ran"] * 4
     assert [r.status for r in prepare(text_corpus, out, config=FAST, workers=1, quiet=True)] == ["skipped"] * 4
-    other = PrepareConfig(word2vec=FAST.word2vec, class_max=3)
+    other = PrepareConfig(word2vec=FAST.word2vec, class_max=3, class_food101=False)
     assert [r.status for r in prepare(text_corpus, out, config=other, workers=1, quiet=True)] == [
         "skipped", "skipped", "skipped", "ran"]
     assert len(json.loads((out / "classes.json").read_text())) <= 4
