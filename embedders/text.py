@@ -40,7 +40,7 @@ all-padding row that the towers handle (pooled to a zero vector).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -56,59 +56,12 @@ __all__ = [
     "collate_recipes",
 ]
 
-PAD_ID = 0
-UNK_ID = 1
-_N_SPECIAL = 2
-
-# One tokeniser for the whole project: the pipeline built vocab.txt with it.
+# One tokeniser and one vocabulary for the whole project: the pipeline built vocab.txt with them,
+# and the LMDB store and the loaders tokenise with the same code (torch-free, in recipekit.pipeline).
 from recipekit.pipeline.tokenize import ingredient_token, tokenize, underscore_ingredients  # noqa: E402,F401
-
-
-class Vocabulary:
-    """Word list -> ids (``words[k]`` has id ``k + 2``; 0 padding, 1 unknown).
-
-    ``len(vocab)`` is the number of embedding rows (words + 2).
-    """
-
-    def __init__(self, words: Iterable[str]):
-        self.words: list[str] = [str(w) for w in words]
-        self._index = {w: i + _N_SPECIAL for i, w in enumerate(self.words)}
-        if len(self._index) != len(self.words):
-            raise ValueError("vocabulary has duplicate words")
-        self._max_ngram = max((w.count("_") + 1 for w in self.words if "_" in w), default=1)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "Vocabulary":
-        """Read ``word2vec/vocab.txt`` (one word a line, blank lines ignored)."""
-        text = Path(path).read_text(encoding="utf-8")
-        return cls(line.strip() for line in text.splitlines() if line.strip())
-
-    def __len__(self) -> int:
-        return len(self.words) + _N_SPECIAL
-
-    def __contains__(self, word: str) -> bool:
-        return word in self._index
-
-    def id(self, word: str) -> int:
-        return self._index.get(word, UNK_ID)
-
-    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
-        ids = [self.id(t) for t in tokenize(text)]
-        return ids[:max_tokens] if max_tokens else ids
-
-    def ingredient_id(self, line: str, name: str | None = None) -> int:
-        """Id of an ingredient's name: ``name`` joined with ``_`` when given (as in det_ingrs),
-        else the longest run of the line's tokens that is a vocabulary word once joined with
-        ``_`` (the last such run on ties: ``2 cups olive oil`` -> ``olive_oil``); 1 if none."""
-        if name:
-            return self.id(ingredient_token(name))
-        toks = [t for t in tokenize(line) if t.isalpha() or "_" in t or "-" in t]
-        for n in range(min(self._max_ngram, len(toks)), 0, -1):
-            for start in range(len(toks) - n, -1, -1):
-                word = "_".join(toks[start : start + n])
-                if word in self._index:
-                    return self._index[word]
-        return UNK_ID
+from recipekit.pipeline.vocab import N_SPECIAL as _N_SPECIAL  # noqa: E402,F401
+from recipekit.pipeline.vocab import PAD_ID, UNK_ID, Vocabulary, tokenise_recipe  # noqa: E402,F401
+from recipekit.pipeline.vocab import _texts  # noqa: E402,F401
 
 
 def embedding_matrix_from_keyedvectors(kv: Any, vocab: Vocabulary, seed: int = 0) -> np.ndarray:
@@ -134,41 +87,6 @@ def load_word2vec_matrix(path: str | Path, vocab: Vocabulary) -> np.ndarray:
     except ImportError as exc:  # pragma: no cover - gensim is a base dependency
         raise ImportError("load_word2vec_matrix needs gensim: pip install gensim") from exc
     return embedding_matrix_from_keyedvectors(KeyedVectors.load(str(path)), vocab)
-
-
-def _texts(items: Sequence[Any]) -> list[str]:
-    return [it["text"] if isinstance(it, Mapping) else str(it) for it in items]
-
-
-def tokenise_recipe(
-    recipe: Mapping[str, Any],
-    vocab: Any,
-    max_ingredients: int = 20,
-    max_instructions: int = 20,
-    max_tokens: int = 15,
-) -> dict[str, Any]:
-    """Token ids of a layer1.json-style recipe ``{"title", "ingredients": [{"text"}],
-    "instructions": [{"text"}]}``. An ingredient may carry ``"name"`` (its canonical name,
-    e.g. from det_ingrs.json): it is then used for ``ingredient_names`` and, as in
-    im2recipe, multi-word names are joined with ``_`` inside the instructions. ``vocab`` is a
-    :class:`Vocabulary` or any object with ``encode(text, max_tokens)`` (e.g. the MiniLM one)."""
-    ingredients = list(recipe.get("ingredients") or [])[:max_ingredients]
-    lines = _texts(ingredients)
-    names = [it.get("name") if isinstance(it, Mapping) else None for it in ingredients]
-    known = [n.lower() for n in names if n]
-    steps = _texts(list(recipe.get("instructions") or [])[:max_instructions])
-    if known and isinstance(vocab, Vocabulary):
-        steps = [underscore_ingredients(s, known) for s in steps]
-    out = {
-        "title": vocab.encode(str(recipe.get("title") or ""), max_tokens),
-        "ingredients": [vocab.encode(t, max_tokens) for t in lines],
-        "instructions": [vocab.encode(s, max_tokens) for s in steps],
-    }
-    if hasattr(vocab, "ingredient_id"):
-        out["ingredient_names"] = [vocab.ingredient_id(t, n) for t, n in zip(lines, names)]
-    else:
-        out["ingredient_names"] = [UNK_ID] * len(lines)
-    return out
 
 
 def _pad2(seqs: list[list[int]]):

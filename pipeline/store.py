@@ -1,0 +1,376 @@
+"""Stage `store`: every recipe, tokenised, in one LMDB file for O(1) random access.
+
+``OUT/recipes.lmdb/data.mdb`` maps each recipe id (UTF-8) to its token ids against
+``word2vec/vocab.txt`` (:func:`recipekit.pipeline.vocab.tokenise_sample`: title, ingredient
+lines, one canonical-name id per line, instructions), its class id and its partition. Every
+recipe is stored, with or without photos (H-T trains its recipe loss on all of them).
+Entries whose key starts with ``/`` (never part of an id) hold the metadata (``/meta``, JSON)
+and the ids of each partition in ``recipes.parquet`` order (``/keys/{partition}``,
+newline-separated), so loaders can enumerate recipe-only training sets.
+
+Value encoding (``recipekit.recipes/1``; little-endian, no pickle): a 12-byte header
+``b"RK"``, format version (1), integer width ``w`` (2 or 4 bytes), partition code (0 train,
+1 val, 2 test), 3 zero bytes, class id (int32); then unsigned ``w``-byte integers
+``[n_title, n_ingredients, n_instructions, ingredient lengths..., instruction lengths...,
+ingredient-name ids..., title ids..., ingredient ids..., instruction ids...]``. ``w`` is 2
+when every id fits (vocabularies up to 65,534 words), else 4. Decoding is one
+``memoryview.cast(...).tolist()`` and list slicing (docs/benchmarks.md has the read speed).
+
+:class:`RecipeStore` opens the file read-only without locks (``readonly=True,
+lock=False``): the file never changes once renamed into place. The environment is opened
+lazily in each process (and again after a fork), so a store can be handed to DataLoader
+workers, forked or spawned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from array import array
+from collections.abc import Iterator, Sequence
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .parse import PARTITIONS
+from .stagekit import Stage, StageContext, atomic_dir, run_stage
+from .vocab import Vocabulary, tokenise_sample
+
+__all__ = ["FORMAT", "STAGE", "RecipeStore", "decode_record", "encode_record", "store"]
+
+FORMAT = "recipekit.recipes/1"
+_MAGIC = b"RK\x01"
+_PARTS = {p: i for i, p in enumerate(PARTITIONS)}
+_CODES = {2: "H", 4: "I"}
+_LITTLE = sys.byteorder == "little"
+CHUNK = 20_000  # recipes per write transaction (and per worker task)
+
+
+def _ints(values: list[int], width: int) -> bytes:
+    arr = array(_CODES[width], values)
+    if not _LITTLE:
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def encode_record(tokens: dict[str, Any], class_id: int, partition: str, width: int = 2) -> bytes:
+    """Bytes of one recipe (``tokens`` as returned by :func:`tokenise_sample`)."""
+    ingredients, instructions = tokens["ingredients"], tokens["instructions"]
+    names = list(tokens.get("ingredient_names") or [])[: len(ingredients)]
+    names += [0] * (len(ingredients) - len(names))
+    flat = [len(tokens["title"]), len(ingredients), len(instructions)]
+    flat += [len(s) for s in ingredients] + [len(s) for s in instructions] + names + list(tokens["title"])
+    for seq in ingredients:
+        flat += seq
+    for seq in instructions:
+        flat += seq
+    header = _MAGIC + bytes([width, _PARTS.get(partition, 255), 0, 0, 0]) + int(class_id).to_bytes(4, "little", signed=True)
+    return header + _ints(flat, width)
+
+
+def decode_record(buf: bytes | memoryview) -> dict[str, Any]:
+    """The dict :func:`encode_record` stored: ``title``, ``ingredients``, ``ingredient_names``,
+    ``instructions`` (lists of ids, ready for ``collate_recipes``), ``class_id``, ``partition``."""
+    mv = memoryview(buf)
+    if bytes(mv[:3]) != _MAGIC:
+        raise ValueError(f"not a {FORMAT} record")
+    width, part = mv[3], mv[4]
+    if _LITTLE:
+        v = mv[12:].cast(_CODES[width]).tolist()
+    else:  # pragma: no cover - big-endian hosts
+        arr = array(_CODES[width], bytes(mv[12:]))
+        arr.byteswap()
+        v = arr.tolist()
+    nt, ni, ns = v[0], v[1], v[2]
+    p = 3 + ni + ns
+    ing_lens, ins_lens = v[3 : 3 + ni], v[3 + ni : p]
+    names = v[p : p + ni]
+    p += ni
+    title = v[p : p + nt]
+    p += nt
+    ingredients = []
+    for n in ing_lens:
+        ingredients.append(v[p : p + n])
+        p += n
+    instructions = []
+    for n in ins_lens:
+        instructions.append(v[p : p + n])
+        p += n
+    return {
+        "title": title,
+        "ingredients": ingredients,
+        "ingredient_names": names,
+        "instructions": instructions,
+        "class_id": int.from_bytes(mv[8:12], "little", signed=True),
+        "partition": PARTITIONS[part] if part < len(PARTITIONS) else "unknown",
+    }
+
+
+# One read-only environment per data file and process, shared by every RecipeStore on it:
+# LMDB (and py-lmdb) refuse to open the same file twice in a process.
+_ENVS: dict[tuple[int, int], list] = {}  # (st_dev, st_ino) of data.mdb -> [Environment, users]
+_ENVS_LOCK = threading.Lock()
+
+
+def _forget_parent_envs() -> None:
+    """In a forked child: close the inherited handles (LMDB handles must not cross a fork;
+    with ``lock=False`` closing touches no lock file) so the child can open its own."""
+    global _ENVS_LOCK
+    _ENVS_LOCK = threading.Lock()
+    for env, _ in _ENVS.values():
+        try:
+            env.close()
+        except Exception:
+            pass
+    _ENVS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_envs)
+
+
+def _acquire_env(path: Path, readahead: bool):
+    import lmdb
+
+    st = os.stat(path / "data.mdb")
+    key = (st.st_dev, st.st_ino)
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=readahead, subdir=True)
+            entry = _ENVS[key] = [env, 0]
+        entry[1] += 1
+        return key, entry[0]
+
+
+def _release_env(key: tuple[int, int]) -> None:
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                entry[0].close()
+                del _ENVS[key]
+
+
+class RecipeStore:
+    """Read-only access to ``recipes.lmdb`` (the folder, or a prepared OUT that holds it).
+
+    ``store[id]`` -> dict (:func:`decode_record` plus ``id``); ``len(store)``;
+    ``store.keys(partition=None)`` -> ids (of one partition, or of all in partition order);
+    ``store.get_many(ids)``; ``id in store``; ``store.meta``; ``close()``. Safe to pickle and
+    to use from several processes: each opens its own read-only, lock-free handle on first use.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, readahead: bool = False):
+        path = Path(path)
+        if not (path / "data.mdb").exists() and (path / "recipes.lmdb" / "data.mdb").exists():
+            path = path / "recipes.lmdb"
+        if not (path / "data.mdb").exists():
+            raise FileNotFoundError(f"{path}: no LMDB recipe store here (run `recipekit prepare ... --stages store`)")
+        self.path = path
+        self.readahead = readahead
+        self._env = None
+        self._key: tuple[int, int] | None = None
+        self._pid: int | None = None
+        self._local = threading.local()
+        self._meta: dict[str, Any] | None = None
+        self._keys: dict[str, list[str]] = {}
+
+    # -- per-process handle ------------------------------------------------------------
+    def _txn(self):
+        if self._env is None or self._pid != os.getpid():
+            # First use in this process (a handle inherited through fork is never used).
+            self._key, self._env = _acquire_env(self.path, self.readahead)
+            self._pid = os.getpid()
+            self._local = threading.local()
+        txn = getattr(self._local, "txn", None)
+        if txn is None:
+            # The file never changes, so one read transaction per thread serves every lookup.
+            txn = self._local.txn = self._env.begin(buffers=True)
+        return txn
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "readahead": self.readahead}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], readahead=state["readahead"])
+
+    def _raw(self, key: str) -> memoryview | None:
+        return self._txn().get(key.encode("utf-8"))
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            raw = self._raw("/meta")
+            if raw is None:
+                raise ValueError(f"{self.path}: no /meta entry: not a recipekit recipe store")
+            self._meta = json.loads(bytes(raw).decode("utf-8"))
+        return self._meta
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def __contains__(self, recipe_id: object) -> bool:
+        return isinstance(recipe_id, str) and not recipe_id.startswith("/") and self._raw(recipe_id) is not None
+
+    def __getitem__(self, recipe_id: str) -> dict[str, Any]:
+        raw = self._raw(recipe_id) if not recipe_id.startswith("/") else None
+        if raw is None:
+            raise KeyError(recipe_id)
+        rec = decode_record(raw)
+        rec["id"] = recipe_id
+        return rec
+
+    def get_many(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return [self[i] for i in ids]
+
+    def keys(self, partition: str | None = None) -> list[str]:
+        """Ids of ``partition`` in recipes.parquet order (all partitions, in order, if None)."""
+        parts = list(self.meta["partitions"]) if partition is None else [partition]
+        out: list[str] = []
+        for part in parts:
+            if part not in self._keys:
+                if part not in self.meta["partitions"]:
+                    raise KeyError(f"no partition {part!r}; the store has {', '.join(self.meta['partitions'])}")
+                raw = self._raw(f"/keys/{part}")
+                text = bytes(raw).decode("utf-8") if raw is not None else ""
+                self._keys[part] = text.split("\n") if text else []
+            out.extend(self._keys[part])
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def close(self) -> None:
+        """Let go of the LMDB handle (closed when no other store in this process uses it)."""
+        txn = getattr(self._local, "txn", None) if self._pid == os.getpid() else None
+        if txn is not None:
+            txn.abort()
+        if self._env is not None and self._pid == os.getpid():
+            _release_env(self._key)
+        self._env = None
+        self._local = threading.local()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> RecipeStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RecipeStore({str(self.path)!r})"
+
+
+# -- the stage -----------------------------------------------------------------------------
+_W: dict[str, Any] = {}
+
+
+def _init_worker(vocab_path: str, limits: tuple[int, int, int], width: int) -> None:
+    _W.update(vocab=Vocabulary.from_file(vocab_path), limits=limits, width=width)
+
+
+def _encode_chunk(rows: list[tuple]) -> list[bytes]:
+    vocab, (mi, ms, mt), width = _W["vocab"], _W["limits"], _W["width"]
+    out = []
+    for _id, partition, title, lines, steps, names, class_id in rows:
+        sample = {"title": title, "ingredient_lines": lines or [], "ingredients": names or [], "instructions": steps or []}
+        out.append(encode_record(tokenise_sample(sample, vocab, mi, ms, mt), class_id or 0, partition, width))
+    return out
+
+
+def _encoded_chunks(ctx: StageContext, frame: pl.DataFrame, vocab_path: Path, limits, width) -> Iterator[tuple[list, list]]:
+    cols = ["id", "partition", "title", "ingredients", "instructions", "names", "class_id"]
+    chunks = [frame.slice(i, CHUNK) for i in range(0, frame.height, CHUNK)]
+    if ctx.workers <= 1 or len(chunks) <= 1:
+        _init_worker(str(vocab_path), limits, width)
+        for c in chunks:
+            yield c.get_column("id").to_list(), _encode_chunk(c.select(cols).rows())
+        return
+    with get_context("spawn").Pool(min(ctx.workers, len(chunks)), _init_worker, (str(vocab_path), limits, width)) as pool:
+        for c, encoded in zip(chunks, pool.imap(_encode_chunk, (c.select(cols).rows() for c in chunks))):
+            yield c.get_column("id").to_list(), encoded
+
+
+def _run(ctx: StageContext) -> dict[str, Any]:
+    import lmdb
+    from tqdm import tqdm
+
+    out, p = ctx.out, ctx.params
+    limits = (p["max_ingredients"], p["max_instructions"], p["max_tokens"])
+    vocab_path = out / "word2vec" / "vocab.txt"
+    vocab = Vocabulary.from_file(vocab_path)
+    width = 2 if max(len(vocab), *limits) < 2**16 else 4
+    recipes = pl.read_parquet(out / "recipes.parquet", columns=["id", "partition", "title", "ingredients", "instructions"])
+    names = pl.read_parquet(out / "ingredients.parquet", columns=["id", "ingredients"]).rename({"ingredients": "names"})
+    classes = pl.read_parquet(out / "recipe_classes.parquet", columns=["id", "class_id"])
+    frame = recipes.join(names, on="id", how="left", maintain_order="left").join(
+        classes, on="id", how="left", maintain_order="left"
+    )
+    partitions = [q for q in PARTITIONS if q in set(frame.get_column("partition").unique().to_list())]
+    keys = {q: frame.filter(pl.col("partition") == q).get_column("id").to_list() for q in partitions}
+    frame = frame.sort("id")  # keys in LMDB order: append-only writes, densely packed pages
+    n_bytes = 0
+    with atomic_dir(out / "recipes.lmdb") as tmp:
+        # The map is a bound on the file size, not an allocation (the file grows as written).
+        env = lmdb.open(str(tmp), map_size=(1 << 30) + frame.height * 16384, lock=False, subdir=True,
+                        sync=False, metasync=False, meminit=True)
+        try:
+            bar = tqdm(total=frame.height, unit="recipe", desc="store", disable=ctx.quiet)
+            for ids, encoded in _encoded_chunks(ctx, frame, vocab_path, limits, width):
+                with env.begin(write=True) as txn:
+                    for rid, value in zip(ids, encoded):
+                        txn.put(rid.encode("utf-8"), value, append=True)
+                        n_bytes += len(value)
+                bar.update(len(ids))
+            bar.close()
+            meta = {
+                "format": FORMAT, "count": frame.height, "partitions": {q: len(keys[q]) for q in partitions},
+                "vocab_size": len(vocab), "vocab_sha256": vocab.digest(), "width": width,
+                "max_ingredients": limits[0], "max_instructions": limits[1], "max_tokens": limits[2],
+            }
+            with env.begin(write=True) as txn:
+                txn.put(b"/meta", json.dumps(meta, sort_keys=True).encode("utf-8"))
+                for q in partitions:
+                    txn.put(f"/keys/{q}".encode(), "\n".join(keys[q]).encode("utf-8"))
+            env.sync(True)
+        finally:
+            env.close()
+    size = (out / "recipes.lmdb" / "data.mdb").stat().st_size
+    return {"recipes": frame.height, **{q: len(keys[q]) for q in partitions}, "value_bytes": n_bytes,
+            "file_bytes": size, "width": width}
+
+
+STAGE = Stage(
+    name="store",
+    run=_run,
+    out_inputs=("recipes.parquet", "ingredients.parquet", "recipe_classes.parquet", "word2vec/vocab.txt"),
+    outputs=("recipes.lmdb/data.mdb",),
+    description="every recipe tokenised in an LMDB file, keyed by id",
+)
+
+
+def store(
+    out: str | os.PathLike,
+    *,
+    max_ingredients: int = 20,
+    max_instructions: int = 20,
+    max_tokens: int = 15,
+    workers: int = 1,
+    force: bool = False,
+    quiet: bool = True,
+):
+    """Run the `store` stage on a prepared OUT (after `word2vec` and `classes`)."""
+    params = {"max_ingredients": max_ingredients, "max_instructions": max_instructions, "max_tokens": max_tokens}
+    return run_stage(STAGE, src=None, out=out, params=params, workers=workers, force=force, quiet=quiet)
