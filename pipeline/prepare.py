@@ -9,13 +9,16 @@ from pathlib import Path
 from . import classes as _classes
 from . import ingredients as _ingredients
 from . import parse as _parse
+from . import shard as _shard
+from . import store as _store
 from . import word2vec as _word2vec
 from .stagekit import Stage, StageReport, run_stage
 
 __all__ = ["STAGES", "PrepareConfig", "prepare", "default_workers", "summary_table"]
 
 STAGES: dict[str, Stage] = {
-    s.name: s for s in (_parse.STAGE, _ingredients.STAGE, _word2vec.STAGE, _classes.STAGE)
+    s.name: s
+    for s in (_parse.STAGE, _ingredients.STAGE, _word2vec.STAGE, _classes.STAGE, _store.STAGE, _shard.STAGE)
 }
 
 
@@ -33,6 +36,10 @@ class PrepareConfig:
     class_max: int = 1000
     class_min_train: int | None = None  # None: scaled to the corpus size
     class_food101: bool = True
+    shard: _shard.ShardParams = field(default_factory=_shard.ShardParams)
+    store_max_ingredients: int = 20  # store: limits of the tokenised recipes in recipes.lmdb
+    store_max_instructions: int = 20
+    store_max_tokens: int = 15
 
     def params(self, stage: str) -> dict:
         if stage == "parse":
@@ -47,6 +54,14 @@ class PrepareConfig:
                 "max_classes": self.class_max,
                 "min_train": self.class_min_train,
                 "food101": self.class_food101,
+            }
+        if stage == "shard":
+            return asdict(self.shard)
+        if stage == "store":
+            return {
+                "max_ingredients": self.store_max_ingredients,
+                "max_instructions": self.store_max_instructions,
+                "max_tokens": self.store_max_tokens,
             }
         raise KeyError(stage)
 
