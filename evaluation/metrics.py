@@ -1,0 +1,138 @@
+"""Retrieval metrics for paired embeddings: rows ``i`` of the two inputs belong together.
+
+Conventions (and the slips of the reference code they avoid):
+
+- The rank of the true match is ``1 + the number of candidates strictly more similar`` (cosine),
+  so ranks are 1-based (AdaMine's released code is 0-based: its medR 1.0 is a 2 here) and a tie
+  with the true match counts in its favour, as H-T's implementation does.
+- ``image_to_recipe``: each image queries the recipes; ``recipe_to_image``: each recipe queries the
+  images (AdaMine's and T-Food's code swap these labels).
+- medR is the median rank; R@K the percentage of queries whose rank is at most K.
+- Similarities are computed in chunks of ``chunk`` queries, so memory stays at ``chunk x N``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DIRECTIONS", "retrieval_metrics", "evaluate_bags", "ranks"]
+
+DIRECTIONS = ("image_to_recipe", "recipe_to_image")
+KS = (1, 5, 10)
+
+
+def _as_backend(x: Any):
+    """``(array, is_torch)``; numpy for anything that is not a torch tensor."""
+    if type(x).__module__.startswith("torch"):
+        return x.detach().float(), True
+    return np.asarray(x, dtype=np.float32), False
+
+
+def _normalise(x):
+    norm = (x * x).sum(1)[:, None] ** 0.5
+    return x / (norm + 1e-12)
+
+
+def ranks(queries, candidates, *, chunk: int = 2048) -> np.ndarray:
+    """1-based rank of candidate ``i`` among all candidates for query ``i`` (cosine similarity)."""
+    q, is_torch = _as_backend(queries)
+    c, _ = _as_backend(candidates)
+    if q.shape != c.shape or q.ndim != 2:
+        raise ValueError(f"expected two [N, D] inputs of the same shape, got {tuple(q.shape)} and {tuple(c.shape)}")
+    q, c = _normalise(q), _normalise(c)
+    out = []
+    for start in range(0, q.shape[0], chunk):
+        sim = q[start : start + chunk] @ c.T
+        rows = np.arange(sim.shape[0])
+        if is_torch:
+            rows = _torch_index(rows, sim)
+        positive = sim[rows, rows + start]
+        better = (sim > positive[:, None]).sum(1)
+        out.append(better.cpu().numpy() if is_torch else better)
+    return np.concatenate(out).astype(np.int64) + 1 if out else np.zeros(0, dtype=np.int64)
+
+
+def _summary(r: np.ndarray, ks=KS) -> dict[str, float]:
+    result = {"medR": float(np.median(r))}
+    for k in ks:
+        result[f"R@{k}"] = float(100.0 * (r <= k).mean())
+    return result
+
+
+def retrieval_metrics(image_emb, recipe_emb, *, ks=KS, chunk: int = 2048) -> dict[str, dict[str, float]]:
+    """medR and R@K (percent) in both directions for one bag whose rows ``i`` match."""
+    return {
+        "image_to_recipe": _summary(ranks(image_emb, recipe_emb, chunk=chunk), ks),
+        "recipe_to_image": _summary(ranks(recipe_emb, image_emb, chunk=chunk), ks),
+    }
+
+
+def _bags(n: int, bag_size: int, n_bags: int, sampling: str, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if sampling == "independent":  # im2recipe, H-T: each bag an independent draw without replacement
+        return [np.sort(rng.choice(n, size=bag_size, replace=False)) for _ in range(n_bags)]
+    if sampling == "chunks":  # AdaMine: consecutive chunks of one shuffled list
+        order = rng.permutation(n)
+        return [np.sort(order[i * bag_size : (i + 1) * bag_size]) for i in range(n_bags)]
+    raise ValueError(f"unknown bag sampling {sampling!r}; choose 'independent' or 'chunks'")
+
+
+def evaluate_bags(
+    image_emb,
+    recipe_emb,
+    *,
+    bag_size: int = 1000,
+    n_bags: int = 10,
+    sampling: str = "independent",
+    seed: int = 1234,
+    ks=KS,
+    chunk: int = 2048,
+) -> dict[str, Any]:
+    """The protocol: ``n_bags`` bags of ``bag_size`` pairs, metrics per bag, mean and std.
+
+    A split smaller than ``bag_size`` is scored as one bag of all its pairs, and the result says
+    so (``"note"``); with ``sampling="chunks"`` the number of bags is capped at N // bag_size.
+    """
+    n = len(image_emb)
+    if len(recipe_emb) != n:
+        raise ValueError(f"{n} image embeddings but {len(recipe_emb)} recipe embeddings")
+    if n == 0:
+        raise ValueError("no pairs to evaluate")
+    note = None
+    if n < bag_size:
+        bags, note = [np.arange(n)], f"split has {n} pairs < bag size {bag_size}: one bag of all {n} pairs"
+    else:
+        if sampling == "chunks" and n_bags > n // bag_size:
+            note = f"only {n // bag_size} disjoint chunks of {bag_size} in {n} pairs"
+            n_bags = n // bag_size
+        bags = _bags(n, bag_size, n_bags, sampling, seed)
+    per_bag = []
+    for idx in bags:
+        take = idx if not type(image_emb).__module__.startswith("torch") else _torch_index(idx, image_emb)
+        per_bag.append(retrieval_metrics(image_emb[take], recipe_emb[take], ks=ks, chunk=chunk))
+    result: dict[str, Any] = {
+        "bag_size": int(len(bags[0])),
+        "n_bags": len(bags),
+        "sampling": sampling,
+        "seed": seed,
+        "pairs": n,
+    }
+    for direction in DIRECTIONS:
+        result[direction] = {
+            metric: {
+                "mean": float(np.mean([b[direction][metric] for b in per_bag])),
+                "std": float(np.std([b[direction][metric] for b in per_bag])),
+            }
+            for metric in per_bag[0][direction]
+        }
+    if note:
+        result["note"] = note
+    return result
+
+
+def _torch_index(idx: np.ndarray, like):
+    import torch
+
+    return torch.as_tensor(idx, device=like.device)

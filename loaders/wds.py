@@ -1,0 +1,297 @@
+"""The WebDataset loader of image-recipe pairs: one list of stages, one DataLoader.
+
+:func:`pipeline_stages` is the whole data path, in order::
+
+    ShardList        shard paths; per-epoch seeded permutation (train); endless when the epoch has a fixed length
+    split_by_node    every world_size-th shard, from this rank
+    split_by_worker  every num_workers-th of those, from this DataLoader worker
+    tar_samples      tar members grouped by key into samples (webdataset's convention, faster parser)
+    take             the fixed epoch length of one worker (epoch_length // (world_size * workers))
+    pick_image       one photo per recipe: random (train) or the first (eval)
+    shuffle_buffer   seeded shuffle of the samples (train)
+    batches | class_aware_batches   lists of batch_size samples
+    decode_batch     decode + augment + normalise, tokenise (tokenise_sample), collate_recipes
+
+Epochs of a fixed length. With ``epoch_length=N`` each of the ``world_size * num_workers``
+readers yields exactly ``n = N // (world_size * num_workers)`` samples per epoch, i.e.
+``n // batch_size`` batches (train drops a shorter last batch), so every rank runs the same
+number of steps and DDP never waits on a rank that ran dry. The cut comes before the shuffle
+buffer, so shuffling loses nothing. When the counts divide (``N`` = all samples, and the
+shards split into equal sample counts per reader) every sample is seen exactly once per epoch.
+When they do not, a reader whose shards hold more than ``n`` samples leaves its last ones out
+of this epoch, and one whose shards hold fewer starts another (reshuffled) pass over them and
+sees some samples twice. Shards are split, not samples, when there are at least
+``world_size * num_workers`` of them (each reader reads only its shards); with fewer, every
+reader reads every shard and keeps every ``world_size * num_workers``-th sample (the two
+split stages move after ``tar_samples``: same coverage, more tar reading).
+``epoch_length=None`` (eval, or train without a ``sizes.json``) reads each shard once, and
+a last short batch is kept for eval.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .batching import as_torch, batches, class_aware_batches, decode_batch, pick_image
+from .images import ImageDecoder, normalisation_for
+from .shards import (
+    ShardList,
+    SharedEpoch,
+    default_rank_world,
+    resolve_shards,
+    shuffle_buffer,
+    split_by_node,
+    split_by_worker,
+    take,
+)
+from .tario import tar_samples
+
+__all__ = ["LoaderInfo", "ShardLoader", "make_dataset", "make_loader", "pipeline_stages"]
+
+
+@dataclass
+class LoaderInfo:
+    """What a loader will deliver (per rank), and the settings it resolved."""
+
+    shards: list[str]
+    num_samples: int | None  # samples per epoch over all ranks (None: one pass, length unknown)
+    samples_per_worker: int | None
+    batches_per_epoch: int | None  # batches this rank yields per epoch
+    batch_size: int
+    rank: int
+    world_size: int
+    num_workers: int
+    train: bool
+    decoder: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_aware: bool
+    split: str  # "shards" (each reader reads its own shards) or "samples" (fewer shards than readers)
+    tokens: str  # "json" (tokenised from each sample) or "store PATH" (read from recipes.lmdb)
+    epoch: SharedEpoch = field(repr=False, default_factory=SharedEpoch)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images of a ``normalize=False`` loader -> float32 normalised, on their device
+        (e.g. after ``.cuda(non_blocking=True)``: a quarter of the bytes to move and to touch)."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1) * 255.0
+        inv_std = 1.0 / (torch.tensor(self.std, device=images.device).view(1, 3, 1, 1) * 255.0)
+        return images.float().sub_(mean).mul_(inv_std)
+
+
+def pipeline_stages(
+    spec_urls: list[str],
+    *,
+    vocab: Any,
+    train: bool,
+    batch_size: int,
+    epoch: SharedEpoch,
+    samples_per_worker: int | None,
+    rank: int,
+    world_size: int,
+    seed: int = 0,
+    shuffle_size: int = 2000,
+    class_aware: bool = False,
+    class_aware_options: dict | None = None,
+    image: ImageDecoder,
+    mean=None,
+    std=None,
+    normalize: bool = True,
+    limits: tuple[int, int, int] = (20, 20, 15),
+    store: Any = None,
+    recipe_collate: Any = None,
+    split_samples: bool = False,
+    handler=None,
+) -> list:
+    """The loader's data path as one list of stages (see the module docstring); with
+    ``split_samples`` the two split stages come after ``tar_samples``."""
+    common = {"seed": seed, "epoch": epoch, "rank": rank}
+    fixed = samples_per_worker is not None
+    group = (
+        class_aware_batches(batch_size, partial=not train, **(class_aware_options or {}), **common)
+        if class_aware
+        else batches(batch_size, partial=not train)
+    )
+    by_shard = not split_samples
+    return [
+        ShardList(spec_urls, seed=seed, epoch=epoch, shuffle=train, repeat=fixed),
+        split_by_node(rank, world_size) if by_shard else None,
+        split_by_worker if by_shard else None,
+        tar_samples(handler),
+        split_by_node(rank, world_size) if split_samples else None,
+        split_by_worker if split_samples else None,
+        take(samples_per_worker) if fixed else None,
+        pick_image(train=train, **common),
+        shuffle_buffer(shuffle_size, **common) if train and shuffle_size > 1 else None,
+        group,
+        decode_batch(vocab=vocab, decoder=image, mean=mean, std=std, normalize=normalize, limits=limits, store=store,
+                     recipe_collate=recipe_collate, **common),
+    ]
+
+
+class ShardLoader(DataLoader):
+    """A DataLoader over the pipeline whose epochs are numbered: each ``iter(loader)`` starts
+    the next epoch (0, 1, 2, ...) unless :meth:`set_epoch` chose one. ``len(loader)`` is the
+    number of batches per epoch when the epoch has a fixed length."""
+
+    def __init__(self, dataset, info: LoaderInfo, **kwargs):
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self.info = info
+        self._next_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._next_epoch = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.info.epoch.get()
+
+    def __iter__(self):
+        self.info.epoch.set(self._next_epoch)
+        self._next_epoch += 1
+        batches = super().__iter__()
+        return map(as_torch, batches) if self.num_workers > 0 else batches
+
+    def __len__(self) -> int:
+        if self.info.batches_per_epoch is None:
+            raise TypeError("this loader reads each shard once; its length is unknown (give epoch_length)")
+        return self.info.batches_per_epoch
+
+
+def make_dataset(shards, *, vocab: Any, train: bool, batch_size: int, num_workers: int = 0,
+                 epoch_length: int | None = None, seed: int = 0, rank: int | None = None,
+                 world_size: int | None = None, class_aware: bool = False, class_aware_options: dict | None = None,
+                 image_size: int = 224, decoder: str = "auto", embedder: Any = None, normalize: bool = True,
+                 shuffle_size: int = 2000, limits: tuple[int, int, int] = (20, 20, 15), store: Any = "auto",
+                 recipe_collate: Any = None, handler=None):
+    """The ``webdataset.DataPipeline`` and its :class:`LoaderInfo` (arguments of :func:`make_loader`)."""
+    import webdataset as wds
+
+    spec = resolve_shards(shards)
+    if isinstance(store, str) and store == "auto":
+        store = _auto_store(spec.urls, vocab, limits)
+    elif store is not None:
+        store = _checked_store(store, vocab, limits)
+    rank, world_size = default_rank_world(rank, world_size)
+    workers = max(1, num_workers)
+    readers = world_size * workers
+    if train and epoch_length is None:
+        epoch_length = spec.total  # None without sizes.json: one pass per epoch
+    per_worker = None if epoch_length is None else int(epoch_length) // readers
+    split_samples = len(spec.urls) < readers  # too few shards to give every reader its own
+    image = ImageDecoder(decoder, train=train, size=image_size)
+    mean, std = normalisation_for(embedder)
+    n_batches = None if per_worker is None else workers * (per_worker // batch_size)
+    info = LoaderInfo(
+        shards=list(spec.urls), num_samples=epoch_length if epoch_length is not None else spec.total,
+        samples_per_worker=per_worker, batches_per_epoch=n_batches, batch_size=batch_size, rank=rank,
+        world_size=world_size, num_workers=num_workers, train=train, decoder=image.decoder, mean=mean, std=std,
+        class_aware=class_aware, split="samples" if split_samples else "shards",
+        tokens=f"store {store.path}" if store is not None else "json",
+    )
+    stages = pipeline_stages(
+        list(spec.urls), vocab=vocab, train=train, batch_size=batch_size, epoch=info.epoch,
+        samples_per_worker=per_worker, rank=rank, world_size=world_size, seed=seed, shuffle_size=shuffle_size,
+        class_aware=class_aware, class_aware_options=class_aware_options, image=image, mean=mean, std=std,
+        normalize=normalize, limits=limits, store=store, recipe_collate=recipe_collate, split_samples=split_samples,
+        handler=handler,
+    )
+    return wds.DataPipeline(*stages), info
+
+
+def _auto_store(urls, vocab: Any, limits: tuple[int, int, int]):
+    """``OUT/recipes.lmdb`` when the shards are ``OUT/shards/{partition}/*.tar`` and the store
+    was built with this vocabulary and these limits; else None (tokenise the JSON)."""
+    from pathlib import Path
+
+    folders = {Path(u).parent for u in urls}
+    if len(folders) != 1 or any("://" in str(u) for u in urls[:1]):
+        return None
+    (folder,) = folders
+    candidate = folder.parent.parent / "recipes.lmdb"
+    if folder.parent.name != "shards" or not (candidate / "data.mdb").exists():
+        return None
+    try:
+        return _checked_store(candidate, vocab, limits)
+    except ValueError:
+        return None
+
+
+def _checked_store(store: Any, vocab: Any, limits: tuple[int, int, int]):
+    from recipekit.pipeline.store import RecipeStore
+
+    store = store if isinstance(store, RecipeStore) else RecipeStore(store)
+    meta = store.meta
+    if hasattr(vocab, "digest") and vocab.digest() != meta.get("vocab_sha256"):
+        raise ValueError(f"{store.path} was tokenised with another vocabulary than the one given")
+    built = (meta.get("max_ingredients"), meta.get("max_instructions"), meta.get("max_tokens"))
+    if tuple(limits) != built:
+        raise ValueError(f"{store.path} was built with limits {built}, not {tuple(limits)}")
+    return store
+
+
+def make_loader(
+    shards: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    vocab: Any,
+    train: bool,
+    batch_size: int,
+    num_workers: int = 0,
+    epoch_length: int | None = None,
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    class_aware: bool = False,
+    class_aware_options: dict | None = None,
+    image_size: int = 224,
+    decoder: str = "auto",
+    embedder: Any = None,
+    normalize: bool = True,
+    shuffle_size: int = 2000,
+    limits: tuple[int, int, int] = (20, 20, 15),
+    store: Any = "auto",
+    recipe_collate: Any = None,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
+    handler=None,
+) -> tuple[ShardLoader, LoaderInfo]:
+    """A loader of image-recipe batches from WebDataset shards, and what it will deliver.
+
+    ``shards``: a shard folder (``OUT/shards/train``), brace pattern, path or list of those.
+    ``vocab``: a :class:`~recipekit.pipeline.vocab.Vocabulary` (``word2vec/vocab.txt``).
+    ``epoch_length``: samples per epoch over all ranks and workers (train default: all
+    samples, from ``sizes.json``; eval default: one pass). ``rank``/``world_size``: default
+    from torch.distributed when initialised, else 0/1. ``class_aware``: AdaMine batches (half
+    background; ``class_aware_options``: ``background``, ``min_per_class``, ``buffer_size``).
+    ``decoder``: ``"auto"`` (the measured faster), ``"pil"`` or ``"torchvision"``.
+    ``embedder``: a JointEmbedder, config or config name whose normalisation to use (default
+    ImageNet); ``normalize=False`` returns uint8 images, to normalise on the device with
+    ``info.normalise(images)``: a float32 batch costs a worker about 0.4 ms more per image
+    (touching 4x the shared memory; docs/benchmarks.md).
+    ``limits``: (max_ingredients, max_instructions, max_tokens) of the tokeniser.
+    ``store``: where recipe token ids come from. ``"auto"``: ``OUT/recipes.lmdb`` when the
+    shards are ``OUT/shards/{partition}`` and the store was built with this vocabulary and
+    these limits, else tokenise each sample's JSON; ``None``: always tokenise; a
+    :class:`~recipekit.pipeline.store.RecipeStore` or its path: read from it (an error if
+    its vocabulary or limits differ). Same ids either way (tested); reading is ~20x cheaper. ``recipe_collate``:
+    a replacement for ``collate_recipes`` (same input, same output; default: it).
+    Batches are described in :mod:`recipekit.loaders.batching`.
+    """
+    dataset, info = make_dataset(
+        shards, vocab=vocab, train=train, batch_size=batch_size, num_workers=num_workers, epoch_length=epoch_length,
+        seed=seed, rank=rank, world_size=world_size, class_aware=class_aware, class_aware_options=class_aware_options,
+        image_size=image_size, decoder=decoder, embedder=embedder, normalize=normalize, shuffle_size=shuffle_size,
+        limits=limits, store=store, recipe_collate=recipe_collate, handler=handler,
+    )
+    kwargs: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory and torch.cuda.is_available()}
+    if num_workers > 0:
+        kwargs["persistent_workers"] = persistent_workers
+        if prefetch_factor is not None:
+            kwargs["prefetch_factor"] = prefetch_factor
+    return ShardLoader(dataset, info, **kwargs), info
