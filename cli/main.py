@@ -10,9 +10,11 @@ import click
 
 from recipekit.pipeline.ingredient_names import EXTRACTORS
 from recipekit.pipeline.prepare import STAGES, PrepareConfig, default_workers, prepare, summary_table
+from recipekit.pipeline.shard import ShardParams
 from recipekit.pipeline.word2vec import Word2VecParams
 
 _W2V = Word2VecParams()
+_SHARD = ShardParams()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,8 +50,30 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
 @click.option("--class-max", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--class-min-train", type=click.IntRange(0), default=None, help="Default: scaled to the corpus size.")
 @click.option("--no-food101", is_flag=True, help="Do not add Food-101 category names as classes.")
+@click.option("--store-max-ingredients", type=click.IntRange(1), default=20, show_default=True,
+              help="store: ingredient lines kept per recipe in recipes.lmdb.")
+@click.option("--store-max-instructions", type=click.IntRange(1), default=20, show_default=True,
+              help="store: instructions kept per recipe.")
+@click.option("--store-max-tokens", type=click.IntRange(1), default=15, show_default=True,
+              help="store: tokens kept per title, ingredient line and instruction.")
+@click.option("--shard-image-size", type=click.IntRange(16), default=_SHARD.image_size, show_default=True,
+              help="shard: shorter side of the stored photos in pixels (never upscaled).")
+@click.option("--shard-quality", type=click.IntRange(1, 100), default=_SHARD.quality, show_default=True,
+              help="shard: JPEG quality of the stored photos.")
+@click.option("--shard-max-images", type=click.IntRange(1), default=_SHARD.max_images, show_default=True,
+              help="shard: photos per recipe, at most.")
+@click.option("--shard-max-count", type=click.IntRange(1), default=_SHARD.max_count, show_default=True,
+              help="shard: samples (recipes) per shard, at most.")
+@click.option("--shard-max-bytes", type=click.IntRange(1), default=_SHARD.max_bytes, show_default=True,
+              help="shard: estimated bytes per shard, at most.")
+@click.option("--shard-seed", type=int, default=_SHARD.seed, show_default=True,
+              help="shard: seed of the order of recipes within a partition.")
+@click.option("--shard-pixel-limit", type=click.IntRange(1), default=_SHARD.pixel_limit, show_default=True,
+              help="shard: photos with more pixels are quarantined as decompression bombs.")
 def prepare_cmd(src, out, stages, workers, force, quiet, ingredient_extractor, w2v_dim, w2v_window, w2v_min_count,
-                w2v_epochs, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101):
+                w2v_epochs, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101,
+                store_max_ingredients, store_max_instructions, store_max_tokens, shard_image_size,
+                shard_quality, shard_max_images, shard_max_count, shard_max_bytes, shard_seed, shard_pixel_limit):
     """Prepare a Recipe1M-style corpus in SRC (layer1.json, layer2.json, [det_ingrs.json], images/) into OUT."""
     config = PrepareConfig(
         ingredient_extractor=ingredient_extractor,
@@ -60,6 +84,13 @@ def prepare_cmd(src, out, stages, workers, force, quiet, ingredient_extractor, w
         class_max=class_max,
         class_min_train=class_min_train,
         class_food101=not no_food101,
+        store_max_ingredients=store_max_ingredients,
+        store_max_instructions=store_max_instructions,
+        store_max_tokens=store_max_tokens,
+        shard=ShardParams(
+            image_size=shard_image_size, quality=shard_quality, max_images=shard_max_images,
+            max_count=shard_max_count, max_bytes=shard_max_bytes, seed=shard_seed, pixel_limit=shard_pixel_limit,
+        ),
     )
     try:
         reports = prepare(src, out, stages=stages, config=config, workers=workers, force=force, quiet=quiet)
@@ -101,20 +132,11 @@ def demo_cmd(out, recipes, seed, quiet):
     click.echo(result.report)
 
 
-def _later(issue: int, what: str):
-    def command(**_kwargs):
-        click.echo(f"recipekit {what}: not implemented yet (issue #{issue}).", err=True)
-        sys.exit(2)
+from .eval_cmd import eval_cmd  # noqa: E402  (each command lives in its own module)
+from .train_cmd import train_cmd  # noqa: E402
 
-    return command
-
-
-main.command("train", help="Train an embedder (not implemented yet: issue #5).",
-             context_settings={"ignore_unknown_options": True})(
-    click.argument("args", nargs=-1, type=click.UNPROCESSED)(_later(5, "train")))
-main.command("eval", help="Evaluate a trained model (not implemented yet: issue #5).",
-             context_settings={"ignore_unknown_options": True})(
-    click.argument("args", nargs=-1, type=click.UNPROCESSED)(_later(5, "eval")))
+main.add_command(train_cmd)
+main.add_command(eval_cmd)
 
 
 if __name__ == "__main__":

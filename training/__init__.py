@@ -1,0 +1,1 @@
+"""recipekit.training: the trainer behind ``recipekit train`` (issue #5)."""
