@@ -139,43 +139,38 @@ def bare_rate_concurrent(images: list[bytes], decoder: str, processes: int, norm
     return {k: statistics.median(r[k] for r in results) for k in results[0]}
 
 
-def vectorised_collate(recipes):
-    """Prototype (benchmark only): collate_recipes' output with numpy scatter instead of one
-    torch call per sentence. Checked equal to collate_recipes on the benchmark data."""
-    import numpy as np
+def loop_collate(recipes):
+    """collate_recipes as it was before it scattered with numpy: one torch call per sentence
+    (benchmark reference, to measure what the vectorised padding saves; same tensors)."""
     import torch
+    from recipekit.embedders.text import collate_recipes
 
     def pad2(seqs):
-        lens = np.fromiter((len(x) for x in seqs), np.int64, len(seqs))
-        out = np.zeros((len(seqs), max(int(lens.max(initial=0)), 1)), np.int64)
-        rows = np.repeat(np.arange(len(seqs)), lens)
-        cols = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
-        out[rows, cols] = [t for x in seqs for t in x]
-        return torch.from_numpy(out), torch.from_numpy(lens)
+        out = torch.zeros(len(seqs), max([len(s) for s in seqs] + [1]), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        return out, torch.as_tensor([len(s) for s in seqs], dtype=torch.long)
 
     def pad3(nested):
-        counts = np.fromiter((len(x) for x in nested), np.int64, len(nested))
-        sents = [s for x in nested for s in x]
-        lens = np.fromiter((len(s) for s in sents), np.int64, len(sents))
-        n, width = max(int(counts.max(initial=0)), 1), max(int(lens.max(initial=0)), 1)
-        ids, slen = np.zeros((len(nested), n, width), np.int64), np.zeros((len(nested), n), np.int64)
-        b = np.repeat(np.arange(len(nested)), counts)
-        i = np.arange(len(sents)) - np.repeat(np.cumsum(counts) - counts, counts)
-        slen[b, i] = lens
-        tb, ti = np.repeat(b, lens), np.repeat(i, lens)
-        tj = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
-        ids[tb, ti, tj] = [t for s in sents for t in s]
-        return torch.from_numpy(ids), torch.from_numpy(slen), torch.from_numpy(counts)
+        n, width = max([len(x) for x in nested] + [1]), max([len(s) for x in nested for s in x] + [1])
+        ids, lens = torch.zeros(len(nested), n, width, dtype=torch.long), torch.zeros(len(nested), n, dtype=torch.long)
+        for b, sents in enumerate(nested):
+            for i, s in enumerate(sents):
+                ids[b, i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+                lens[b, i] = len(s)
+        return ids, lens, torch.as_tensor([len(x) for x in nested], dtype=torch.long)
 
-    title, title_len = pad2([r["title"] for r in recipes])
-    ingredients, ingredients_len, n_ingredients = pad3([r["ingredients"] for r in recipes])
-    names, _ = pad2([r.get("ingredient_names") or [] for r in recipes])
+    title, title_len = pad2([list(r["title"]) for r in recipes])
+    ingredients, ingredients_len, n_ingredients = pad3([list(r["ingredients"]) for r in recipes])
+    names, _ = pad2([list(r.get("ingredient_names") or []) for r in recipes])
     if names.shape[1] < ingredients.shape[1]:
         names = torch.nn.functional.pad(names, (0, ingredients.shape[1] - names.shape[1]))
-    instructions, instructions_len, n_instructions = pad3([r["instructions"] for r in recipes])
-    return {"title": title, "title_len": title_len, "ingredients": ingredients, "ingredients_len": ingredients_len,
-            "ingredient_names": names, "n_ingredients": n_ingredients, "instructions": instructions,
-            "instructions_len": instructions_len, "n_instructions": n_instructions}
+    instructions, instructions_len, n_instructions = pad3([list(r["instructions"]) for r in recipes])
+    out = {"title": title, "title_len": title_len, "ingredients": ingredients, "ingredients_len": ingredients_len,
+           "ingredient_names": names, "n_ingredients": n_ingredients, "instructions": instructions,
+           "instructions_len": instructions_len, "n_instructions": n_instructions}
+    assert out.keys() == collate_recipes(recipes[:1]).keys()
+    return out
 
 
 def loader_rate(folder: Path, vocab, *, workers: int, batch_size: int, epoch: int, **options) -> dict[str, float]:
@@ -259,7 +254,7 @@ def per_recipe_costs(folder: Path, out: Path, vocab) -> dict[str, float]:
     records = [store[i] for i in ids]
     res["store_read"] = (time.perf_counter() - t0) / len(ids) * 1e3
     assert all({k: r[k] for k in t} == t for r, t in zip(records, tokens))  # the store holds the same ids
-    for name, fn in (("collate_recipes", collate_recipes), ("vectorised_collate", vectorised_collate)):
+    for name, fn in (("collate_recipes", collate_recipes), ("loop_collate", loop_collate)):
         t0 = time.perf_counter()
         batches = [fn(tokens[i : i + 64]) for i in range(0, len(tokens), 64)]
         res[name] = (time.perf_counter() - t0) / len(tokens) * 1e3
@@ -294,9 +289,8 @@ def measure(src: Path, out: Path, args, *, recipes: int | None, epoch_length: in
     for d in DECODERS:  # defaults: token ids from OUT/recipes.lmdb (store="auto"), collate_recipes, float images
         configs[f"loader/{d}"] = lambda e, d=d: load(e, decoder=d)
     configs["loader/json"] = lambda e: load(e, decoder=DEFAULT, store=None)
-    configs["loader/vc"] = lambda e: load(e, decoder=DEFAULT, recipe_collate=vectorised_collate)
+    configs["loader/loop"] = lambda e: load(e, decoder=DEFAULT, recipe_collate=loop_collate)
     configs["loader/uint8"] = lambda e: load(e, decoder=DEFAULT, normalize=False)
-    configs["loader/uint8+vc"] = lambda e: load(e, decoder=DEFAULT, normalize=False, recipe_collate=vectorised_collate)
     runs: dict[str, list[dict]] = {k: [] for k in configs}
     for run in range(args.runs):  # interleaved, so that load from elsewhere hits every configuration alike
         for name, fn in configs.items():
@@ -312,13 +306,12 @@ def measure(src: Path, out: Path, args, *, recipes: int | None, epoch_length: in
 
 def report(name: str, res: dict, args) -> list[str]:
     w, r = max(1, args.workers), res["rates"]
-    vc = "`recipe_collate=` vectorised prototype"
     rows = [("baseline: PIL per file + torchvision transforms (images only)", "baseline", "pil", None),
             *(("`make_loader` defaults", f"loader/{d}", d, f"bare/{d}") for d in DECODERS),
             ("`store=None`: tokenise each sample's JSON", "loader/json", DEFAULT, f"bare/{DEFAULT}"),
-            (vc, "loader/vc", DEFAULT, f"bare/{DEFAULT}"),
-            ("`normalize=False`: uint8 images", "loader/uint8", DEFAULT, "bare/uint8"),
-            (f"`normalize=False` and {vc}", "loader/uint8+vc", DEFAULT, "bare/uint8")]
+            ("`recipe_collate=` per-sentence padding (collate_recipes before 2026-11-29)", "loader/loop", DEFAULT,
+             f"bare/{DEFAULT}"),
+            ("`normalize=False`: uint8 images, normalised on the device", "loader/uint8", DEFAULT, "bare/uint8")]
     lines = [f"**{name}**: {res['samples']:,} train samples in the shards, epochs of {res['epoch']:,} samples (one "
              f"photo each); the baseline reads the {res['originals']:,} original photos of the same recipes, one "
              "per recipe, as many per epoch.", "",
@@ -340,17 +333,17 @@ def report(name: str, res: dict, args) -> list[str]:
                      f"{b['cpu_ms']:.2f} | 100% | 100% |")
     d = r[f"loader/{DEFAULT}"]
     x, cpu_ratio = d["rate"] / base, r[f"bare/{DEFAULT}"]["cpu_ms"] / d["cpu_ms"]
-    best = max(("loader/vc", "loader/uint8", "loader/uint8+vc"), key=lambda k: r[k]["rate"])
+    best = max((f"loader/{DEFAULT}", "loader/uint8"), key=lambda k: r[k]["rate"])
     lines += ["", f"Targets, `make_loader` defaults ({DEFAULT}): >= 3x the baseline: {x:.1f}x "
               f"({'met' if x >= 3 else 'not met'}); a worker at >= 85% of the bare per-core rate: {cpu_ratio:.0%} by "
               f"CPU time ({'met' if cpu_ratio >= 0.85 else 'not met'}). Fastest variant measured: "
               f"{r[best]['rate'] / base:.1f}x the baseline.",
-              f"Where a worker's CPU goes beyond the bare work (ms/image): `collate_recipes` "
-              f"{d['cpu_ms'] - r['loader/vc']['cpu_ms']:.2f} (defaults minus the vectorised prototype); float32 "
-              f"rather than uint8 images {r['loader/vc']['cpu_ms'] - r['loader/uint8+vc']['cpu_ms']:.2f} (bare: "
+              f"Where a worker's CPU goes beyond the bare work (ms/image): vectorised padding saved "
+              f"{r['loader/loop']['cpu_ms'] - d['cpu_ms']:.2f} against the per-sentence one; float32 "
+              f"rather than uint8 images {d['cpu_ms'] - r['loader/uint8']['cpu_ms']:.2f} (bare: "
               f"{r[f'bare/{DEFAULT}']['cpu_ms'] - r['bare/uint8']['cpu_ms']:.2f}; fresh batch memory is page-faulted "
               "in, dearly on this VM); the rest "
-              f"{r['loader/uint8+vc']['cpu_ms'] - r['bare/uint8']['cpu_ms']:.2f} (tar reading, store reads, the "
+              f"{r['loader/uint8']['cpu_ms'] - r['bare/uint8']['cpu_ms']:.2f} (tar reading, store reads, the "
               "Python stages, shared memory and hand-over to the main process).",
               f"Decoder: {DEFAULT} is the default (`decoder=\"auto\"`) because it is the faster here, bare and in the "
               f"loader ({r[f'bare/{DEFAULT}']['rate']:,.0f} vs {r['bare/pil']['rate']:,.0f} images/s per process); "
@@ -360,8 +353,8 @@ def report(name: str, res: dict, args) -> list[str]:
     st = res["reports"].get("store")
     lines += [f"Per sample, one core: tar members to a sample {c['tar_recipekit']:.3f} ms (webdataset's "
               f"`tarfile_to_samples`: {c['tar_webdataset']:.3f} ms); tokenise the JSON {c['tokenise_json']:.3f} ms, read it from the store "
-              f"{c['store_read']:.3f} ms; `collate_recipes` {c['collate_recipes']:.3f} ms, the vectorised prototype "
-              f"{c['vectorised_collate']:.3f} ms (same tensors). Store: {res['store_reads']:,.0f} random "
+              f"{c['store_read']:.3f} ms; `collate_recipes` {c['collate_recipes']:.3f} ms (per-sentence padding: "
+              f"{c['loop_collate']:.3f} ms, same tensors). Store: {res['store_reads']:,.0f} random "
               "`RecipeStore[id]` reads/s (LMDB get + decode, one process)"
               + (f"; built in {st.wall_s:.1f} s for {st.counts['recipes']:,} recipes, "
                  f"{st.counts['file_bytes'] / st.counts['recipes']:.0f} bytes per recipe on disk." if st else ".")]

@@ -123,3 +123,43 @@ def test_towers_start_from_the_word2vec_matrix(tower):
     torch.testing.assert_close(model.recipe_tower.embedding.weight.detach(), torch.from_numpy(matrix))
     with pytest.raises(ValueError, match="rows"):
         create_embedder(name, vocab=Vocabulary(WORDS[:3]), embedding_matrix=matrix, image={"backbone": "resnet18", "weights": None})
+
+
+def test_collate_recipes_matches_a_per_sentence_reference():
+    """The vectorised padding equals the obvious loop, on ragged, empty and numpy inputs."""
+    import numpy as np
+    import torch
+    from recipekit.embedders import collate_recipes
+
+    rng = np.random.default_rng(3)
+
+    def sent():
+        return list(rng.integers(2, 500, size=int(rng.integers(0, 9))))
+
+    recipes = [
+        {
+            "title": sent(),
+            "ingredients": [sent() for _ in range(int(rng.integers(0, 6)))],
+            "ingredient_names": list(rng.integers(2, 500, size=int(rng.integers(0, 4)))),
+            "instructions": [np.asarray(sent(), dtype=np.uint16) for _ in range(int(rng.integers(0, 5)))],
+        }
+        for _ in range(40)
+    ]
+    batch = collate_recipes(recipes)
+    for key, n_key, len_key in (("ingredients", "n_ingredients", "ingredients_len"),
+                                ("instructions", "n_instructions", "instructions_len")):
+        ids = batch[key]
+        for b, r in enumerate(recipes):
+            assert int(batch[n_key][b]) == len(r[key])
+            for i in range(ids.shape[1]):
+                s = [int(t) for t in r[key][i]] if i < len(r[key]) else []
+                assert int(batch[len_key][b, i]) == len(s)
+                assert ids[b, i, : len(s)].tolist() == s and not ids[b, i, len(s):].any()
+    for b, r in enumerate(recipes):
+        t = [int(x) for x in r["title"]]
+        assert batch["title"][b, : len(t)].tolist() == t and not batch["title"][b, len(t):].any()
+        assert int(batch["title_len"][b]) == len(t)
+        names = [int(x) for x in r["ingredient_names"]]
+        assert batch["ingredient_names"][b, : len(names)].tolist() == names
+        assert batch["ingredient_names"].shape[1] >= batch["ingredients"].shape[1]
+    assert all(v.dtype == torch.long for v in batch.values())
