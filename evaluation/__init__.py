@@ -3,8 +3,29 @@
 :func:`retrieval_metrics` scores one bag whose rows ``i`` match; :func:`evaluate_bags` runs the
 standard protocol (10 bags of 1k, 5 of 10k) over a whole split. Works on numpy arrays or torch
 tensors (on any device); torch is imported only when a tensor is given.
+
+:func:`embed_split` embeds one split of a prepared folder with a JointEmbedder (needs torch);
+:func:`evaluate` is ``recipekit eval``: embed a split once, score the protocol, write
+eval.json / eval.md (docs/evaluation.md); :func:`render_table` renders an eval.json's table.
 """
 
-from .metrics import DIRECTIONS, evaluate_bags, retrieval_metrics
+from .embed import SplitEmbeddings, embed_split
+from .metrics import DIRECTIONS, evaluate_bags, paired_ranks, retrieval_metrics
+from .protocol import EvalProtocol, EvalResult, evaluate, resolve_target, score_protocol
+from .report import render_markdown, render_table
 
-__all__ = ["DIRECTIONS", "evaluate_bags", "retrieval_metrics"]
+__all__ = [
+    "DIRECTIONS",
+    "EvalProtocol",
+    "EvalResult",
+    "SplitEmbeddings",
+    "embed_split",
+    "evaluate",
+    "evaluate_bags",
+    "paired_ranks",
+    "render_markdown",
+    "render_table",
+    "resolve_target",
+    "retrieval_metrics",
+    "score_protocol",
+]

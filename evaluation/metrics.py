@@ -8,7 +8,10 @@ Conventions (and the slips of the reference code they avoid):
 - ``image_to_recipe``: each image queries the recipes; ``recipe_to_image``: each recipe queries the
   images (AdaMine's and T-Food's code swap these labels).
 - medR is the median rank; R@K the percentage of queries whose rank is at most K.
-- Similarities are computed in chunks of ``chunk`` queries, so memory stays at ``chunk x N``.
+- A bag's N x N similarity matrix is computed once (one matrix product) and serves both
+  directions (rows: image queries; columns: recipe queries), as long as it fits in
+  ``max_bytes`` (default 1 GiB: bags up to ~16k pairs); larger inputs fall back to one chunked
+  product per direction, ``chunk`` queries at a time, so memory stays at ``chunk x N``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DIRECTIONS", "retrieval_metrics", "evaluate_bags", "ranks"]
+__all__ = ["DIRECTIONS", "retrieval_metrics", "evaluate_bags", "ranks", "paired_ranks"]
 
 DIRECTIONS = ("image_to_recipe", "recipe_to_image")
 KS = (1, 5, 10)
+MATRIX_BYTES = 1 << 30  # one shared similarity matrix up to this size
 
 
 def _as_backend(x: Any):
@@ -54,6 +58,30 @@ def ranks(queries, candidates, *, chunk: int = 2048) -> np.ndarray:
     return np.concatenate(out).astype(np.int64) + 1 if out else np.zeros(0, dtype=np.int64)
 
 
+def paired_ranks(image_emb, recipe_emb, *, chunk: int = 2048, max_bytes: int = MATRIX_BYTES):
+    """``(image_to_recipe, recipe_to_image)`` 1-based ranks of every pair, from one similarity
+    matrix ``S = images @ recipes.T`` when it fits in ``max_bytes``: image ``i``'s rank counts
+    the entries of row ``i`` above ``S[i, i]``, recipe ``j``'s the entries of column ``j``
+    above ``S[j, j]`` (same numbers as :func:`ranks` per direction, at half the cost)."""
+    q, is_torch = _as_backend(image_emb)
+    c, _ = _as_backend(recipe_emb)
+    if q.shape != c.shape or q.ndim != 2:
+        raise ValueError(f"expected two [N, D] inputs of the same shape, got {tuple(q.shape)} and {tuple(c.shape)}")
+    n = q.shape[0]
+    if n * n * 4 > max_bytes or n == 0:
+        return ranks(image_emb, recipe_emb, chunk=chunk), ranks(recipe_emb, image_emb, chunk=chunk)
+    sim = _normalise(q) @ _normalise(c).T
+    diag = sim.diagonal().clone() if is_torch else sim.diagonal().copy()
+    rows, cols = [], 0
+    for start in range(0, n, chunk):
+        block = sim[start : start + chunk]
+        rows.append((block > diag[start : start + chunk, None]).sum(1))
+        cols = cols + (block > diag[None, :]).sum(0)
+    if is_torch:
+        rows, cols = [r.cpu().numpy() for r in rows], cols.cpu().numpy()
+    return np.concatenate(rows).astype(np.int64) + 1, np.asarray(cols).astype(np.int64) + 1
+
+
 def _summary(r: np.ndarray, ks=KS) -> dict[str, float]:
     result = {"medR": float(np.median(r))}
     for k in ks:
@@ -61,12 +89,11 @@ def _summary(r: np.ndarray, ks=KS) -> dict[str, float]:
     return result
 
 
-def retrieval_metrics(image_emb, recipe_emb, *, ks=KS, chunk: int = 2048) -> dict[str, dict[str, float]]:
+def retrieval_metrics(image_emb, recipe_emb, *, ks=KS, chunk: int = 2048,
+                      max_bytes: int = MATRIX_BYTES) -> dict[str, dict[str, float]]:
     """medR and R@K (percent) in both directions for one bag whose rows ``i`` match."""
-    return {
-        "image_to_recipe": _summary(ranks(image_emb, recipe_emb, chunk=chunk), ks),
-        "recipe_to_image": _summary(ranks(recipe_emb, image_emb, chunk=chunk), ks),
-    }
+    i2r, r2i = paired_ranks(image_emb, recipe_emb, chunk=chunk, max_bytes=max_bytes)
+    return {"image_to_recipe": _summary(i2r, ks), "recipe_to_image": _summary(r2i, ks)}
 
 
 def _bags(n: int, bag_size: int, n_bags: int, sampling: str, seed: int) -> list[np.ndarray]:

@@ -14,6 +14,7 @@ lists of those; :class:`decode_batch` turns a list into the training batch::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import deque
 from collections.abc import Iterator
@@ -35,14 +36,29 @@ def image_keys(sample: dict[str, Any]) -> list[str]:
     return sorted(keys, key=lambda k: int(k[:-4]))
 
 
-class pick_image:
-    """One photo per recipe: a random one (train) or the first (eval)."""
+def keyed_index(seed: int, key: str, n: int) -> int:
+    """A seeded choice among ``n`` that depends only on (seed, sample key): the same photo
+    whatever the worker count or the order the samples arrive in."""
+    digest = hashlib.sha256(f"{seed}/pick/{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % n
 
-    def __init__(self, *, train: bool, seed: int, epoch: SharedEpoch, rank: int):
+
+class pick_image:
+    """One photo per recipe: a random one (train) or the first (eval).
+
+    ``mode`` overrides that default: ``"first"``, or ``"random"`` (train: a new draw every
+    epoch; eval: a fixed, seeded draw per recipe, :func:`keyed_index`)."""
+
+    def __init__(self, *, train: bool, seed: int, epoch: SharedEpoch, rank: int, mode: str | None = None):
+        if mode not in (None, "first", "random"):
+            raise ValueError(f"image pick must be 'first' or 'random', not {mode!r}")
         self.train, self.seed, self.epoch, self.rank = train, seed, epoch, rank
+        self.mode = mode or ("random" if train else "first")
 
     def __call__(self, src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        rng = stage_rng(self.seed, self.epoch.get(), self.rank, "pick") if self.train else None
+        per_epoch = self.mode == "random" and self.train
+        rng = stage_rng(self.seed, self.epoch.get(), self.rank, "pick") if per_epoch else None
+        keyed = self.mode == "random" and not self.train
         for sample in src:
             keys = image_keys(sample)
             if not keys or "json" not in sample:
@@ -50,7 +66,10 @@ class pick_image:
                     f"{sample.get('__url__')}: sample {sample.get('__key__')!r} lacks "
                     f"{'a photo' if not keys else 'its .json'} (see the shard format in docs/artefacts.md)"
                 )
-            key = keys[rng.randrange(len(keys))] if rng is not None else keys[0]
+            if rng is not None:
+                key = keys[rng.randrange(len(keys))]
+            else:
+                key = keys[keyed_index(self.seed, sample["__key__"], len(keys))] if keyed else keys[0]
             cls = sample.get("cls")
             yield {
                 "id": sample["__key__"],

@@ -7,7 +7,7 @@
     split_by_worker  every num_workers-th of those, from this DataLoader worker
     tar_samples      tar members grouped by key into samples (webdataset's convention, faster parser)
     take             the fixed epoch length of one worker (epoch_length // (world_size * workers))
-    pick_image       one photo per recipe: random (train) or the first (eval)
+    pick_image       one photo per recipe: random (train) or the first (eval); ``image_pick`` overrides
     shuffle_buffer   seeded shuffle of the samples (train)
     batches | class_aware_batches   lists of batch_size samples
     decode_batch     decode + augment + normalise, tokenise (tokenise_sample), collate_recipes
@@ -107,6 +107,7 @@ def pipeline_stages(
     recipe_collate: Any = None,
     split_samples: bool = False,
     handler=None,
+    image_pick: str | None = None,
 ) -> list:
     """The loader's data path as one list of stages (see the module docstring); with
     ``split_samples`` the two split stages come after ``tar_samples``."""
@@ -126,7 +127,7 @@ def pipeline_stages(
         split_by_node(rank, world_size) if split_samples else None,
         split_by_worker if split_samples else None,
         take(samples_per_worker) if fixed else None,
-        pick_image(train=train, **common),
+        pick_image(train=train, mode=image_pick, **common),
         shuffle_buffer(shuffle_size, **common) if train and shuffle_size > 1 else None,
         group,
         decode_batch(vocab=vocab, decoder=image, mean=mean, std=std, normalize=normalize, limits=limits, store=store,
@@ -168,7 +169,7 @@ def make_dataset(shards, *, vocab: Any, train: bool, batch_size: int, num_worker
                  world_size: int | None = None, class_aware: bool = False, class_aware_options: dict | None = None,
                  image_size: int = 224, decoder: str = "auto", embedder: Any = None, normalize: bool = True,
                  shuffle_size: int = 2000, limits: tuple[int, int, int] = (20, 20, 15), store: Any = "auto",
-                 recipe_collate: Any = None, handler=None):
+                 recipe_collate: Any = None, handler=None, image_pick: str | None = None):
     """The ``webdataset.DataPipeline`` and its :class:`LoaderInfo` (arguments of :func:`make_loader`)."""
     import webdataset as wds
 
@@ -199,7 +200,7 @@ def make_dataset(shards, *, vocab: Any, train: bool, batch_size: int, num_worker
         samples_per_worker=per_worker, rank=rank, world_size=world_size, seed=seed, shuffle_size=shuffle_size,
         class_aware=class_aware, class_aware_options=class_aware_options, image=image, mean=mean, std=std,
         normalize=normalize, limits=limits, store=store, recipe_collate=recipe_collate, split_samples=split_samples,
-        handler=handler,
+        handler=handler, image_pick=image_pick,
     )
     return wds.DataPipeline(*stages), info
 
@@ -227,7 +228,9 @@ def _checked_store(store: Any, vocab: Any, limits: tuple[int, int, int]):
 
     store = store if isinstance(store, RecipeStore) else RecipeStore(store)
     meta = store.meta
-    if hasattr(vocab, "digest") and vocab.digest() != meta.get("vocab_sha256"):
+    if not hasattr(vocab, "digest"):  # e.g. the MiniLM WordPiece vocabulary: not the store's ids
+        raise ValueError(f"{store.path} holds word2vec token ids; this vocabulary cannot be checked against them")
+    if vocab.digest() != meta.get("vocab_sha256"):
         raise ValueError(f"{store.path} was tokenised with another vocabulary than the one given")
     built = (meta.get("max_ingredients"), meta.get("max_instructions"), meta.get("max_tokens"))
     if tuple(limits) != built:
@@ -260,6 +263,7 @@ def make_loader(
     persistent_workers: bool = False,
     prefetch_factor: int | None = None,
     handler=None,
+    image_pick: str | None = None,
 ) -> tuple[ShardLoader, LoaderInfo]:
     """A loader of image-recipe batches from WebDataset shards, and what it will deliver.
 
@@ -281,13 +285,15 @@ def make_loader(
     :class:`~recipekit.pipeline.store.RecipeStore` or its path: read from it (an error if
     its vocabulary or limits differ). Same ids either way (tested); reading is ~20x cheaper. ``recipe_collate``:
     a replacement for ``collate_recipes`` (same input, same output; default: it).
+    ``image_pick``: which photo of a recipe, ``"first"`` or ``"random"`` (default: random
+    when training, the first for eval; a random eval pick is fixed per recipe and ``seed``).
     Batches are described in :mod:`recipekit.loaders.batching`.
     """
     dataset, info = make_dataset(
         shards, vocab=vocab, train=train, batch_size=batch_size, num_workers=num_workers, epoch_length=epoch_length,
         seed=seed, rank=rank, world_size=world_size, class_aware=class_aware, class_aware_options=class_aware_options,
         image_size=image_size, decoder=decoder, embedder=embedder, normalize=normalize, shuffle_size=shuffle_size,
-        limits=limits, store=store, recipe_collate=recipe_collate, handler=handler,
+        limits=limits, store=store, recipe_collate=recipe_collate, handler=handler, image_pick=image_pick,
     )
     kwargs: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory and torch.cuda.is_available()}
     if num_workers > 0:

@@ -1,0 +1,138 @@
+"""Embed one split of a prepared folder with a :class:`~recipekit.embedders.JointEmbedder`.
+
+:func:`embed_split` reads ``PREPARED/shards/{split}`` with the eval loader (one pass, in shard
+order, a last short batch kept), runs one forward per batch under ``torch.no_grad()`` and
+returns the two embedding matrices with the recipe id of every row: row ``i`` of ``image``
+and row ``i`` of ``recipe`` are the same recipe, ``ids[i]``.
+
+Recipes are tokenised with the model's own vocabulary (``model.vocab``) and limits
+(``model.config["recipe"]``): the LMDB store ``recipes.lmdb`` is read when it was built with
+that vocabulary and those limits, otherwise each sample's JSON is tokenised (always the case
+for the ``minilm`` tower, whose WordPiece ids are not the store's).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SplitEmbeddings", "embed_split", "resolve_device", "split_folder"]
+
+IMAGE_PICKS = ("first", "random")
+
+
+@dataclass
+class SplitEmbeddings:
+    """Paired embeddings of one split: rows ``i`` of ``image`` and ``recipe`` are recipe ``ids[i]``.
+
+    ``image`` / ``recipe``: float32 [N, D] (L2-normalised by the towers); ``image_index``: int64
+    [N], which photo of each recipe was embedded (``0`` = ``0.jpg``)."""
+
+    ids: list[str]
+    image: np.ndarray
+    recipe: np.ndarray
+    image_index: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def resolve_device(device: Any = None, model: Any = None):
+    """``"auto"`` -> cuda when available else cpu; None -> the model's device (cpu without one)."""
+    import torch
+
+    if device is None:
+        return model.device if model is not None else torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for but torch sees no CUDA device")
+    return device
+
+
+def split_folder(prepared: str | os.PathLike, split: str) -> Path:
+    """``PREPARED/shards/{split}``, checked to hold shards (an error naming the path otherwise)."""
+    folder = Path(prepared) / "shards" / split
+    if not folder.is_dir() or not any(folder.glob("*.tar")):
+        have = sorted(p.name for p in (Path(prepared) / "shards").glob("*") if p.is_dir())
+        hint = f" (splits there: {', '.join(have)})" if have else " (run `recipekit prepare` first)"
+        raise FileNotFoundError(f"{folder}: no shards of split {split!r}{hint}")
+    return folder
+
+
+def embed_split(
+    model: Any,
+    prepared: str | os.PathLike,
+    split: str,
+    *,
+    image_pick: str = "first",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: Any = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> SplitEmbeddings:
+    """Embed the image-recipe pairs of ``PREPARED/shards/{split}`` with ``model``.
+
+    ``image_pick``: the recipe's first photo (``"first"``, the protocol's default) or a
+    seeded random one (``"random"``: fixed per recipe and ``seed``, whatever ``num_workers``).
+    ``device``: where to run (None: where the model is; ``"auto"``: cuda when available).
+    ``limit``: stop after that many pairs (the first the loader yields: shard order with
+    ``num_workers=0``). The model is put
+    in eval mode (and back in train mode afterwards if it was)."""
+    import torch
+    from recipekit.loaders import make_loader
+
+    if image_pick not in IMAGE_PICKS:
+        raise ValueError(f"image_pick must be one of {', '.join(IMAGE_PICKS)}, not {image_pick!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, not {limit}")
+    folder = split_folder(prepared, split)
+    dev = resolve_device(device, model)
+    rcfg = model.config["recipe"]
+    limits = (int(rcfg.get("max_ingredients", 20)), int(rcfg.get("max_instructions", 20)), int(rcfg.get("max_tokens", 15)))
+    on_gpu = dev.type == "cuda"
+    loader, info = make_loader(
+        folder, vocab=model.vocab, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
+        rank=0, world_size=1, image_size=int(model.image_tower.image_size), embedder=model,
+        normalize=not on_gpu, limits=limits, pin_memory=on_gpu, image_pick=image_pick,
+    )
+    ids: list[str] = []
+    images, recipes, picks = [], [], []
+    was_training = model.training
+    model.to(dev)
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                take = len(batch["ids"]) if limit is None else min(len(batch["ids"]), limit - len(ids))
+                if take <= 0:
+                    break
+                pixels = batch["images"][:take].to(dev, non_blocking=True)
+                if on_gpu:
+                    pixels = info.normalise(pixels)
+                tokens = {k: v[:take] for k, v in batch["recipes"].items()}
+                out = model(images=pixels, recipes=tokens)
+                images.append(out.image.float().cpu())
+                recipes.append(out.recipe.float().cpu())
+                picks.append(batch["image_index"][:take].cpu())
+                ids.extend(batch["ids"][:take])
+                if limit is not None and len(ids) >= limit:
+                    break
+    finally:
+        model.train(was_training)
+    dim = model.embed_dim
+    if not ids:
+        empty = np.zeros((0, dim), dtype=np.float32)
+        return SplitEmbeddings([], empty, empty.copy(), np.zeros(0, dtype=np.int64))
+    return SplitEmbeddings(
+        ids=ids,
+        image=torch.cat(images).numpy().astype(np.float32, copy=False),
+        recipe=torch.cat(recipes).numpy().astype(np.float32, copy=False),
+        image_index=torch.cat(picks).numpy().astype(np.int64, copy=False),
+    )
