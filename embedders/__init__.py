@@ -10,7 +10,7 @@ so ``import recipekit.embedders`` and the text helpers work without it.
 
 from __future__ import annotations
 
-import importlib
+from recipekit.pipeline.lazy import lazy_exports
 
 _EXPORTS = {
     "list_embedders": "registry",
@@ -39,20 +39,4 @@ __all__ = sorted(_EXPORTS)
 
 _TORCH_HINT = "recipekit.embedders needs torch and torchvision: pip install 'recipekit[train]'"
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-    except ModuleNotFoundError as exc:
-        if exc.name in ("torch", "torchvision"):
-            raise ImportError(_TORCH_HINT) from exc
-        raise
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, _TORCH_HINT)

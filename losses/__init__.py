@@ -8,7 +8,7 @@ names are imported lazily.
 
 from __future__ import annotations
 
-import importlib
+from recipekit.pipeline.lazy import lazy_exports
 
 _EXPORTS = {
     "list_losses": "registry",
@@ -24,20 +24,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+_TORCH_HINT = "recipekit.losses needs torch: pip install 'recipekit[train]'"
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-    except ModuleNotFoundError as exc:
-        if exc.name == "torch":
-            raise ImportError("recipekit.losses needs torch: pip install 'recipekit[train]'") from exc
-        raise
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, _TORCH_HINT, heavy=("torch",))
