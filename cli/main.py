@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -123,12 +122,22 @@ def demo_data_cmd(out, recipes, seed, image_fraction, image_size, workers):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True)
 @click.option("--recipes", type=click.IntRange(50), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="Where to train and evaluate: cpu, cuda, auto.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the packaged `demo` training config, e.g. --set train.epochs=5.")
 @click.option("--quiet", is_flag=True)
-def demo_cmd(out, recipes, seed, quiet):
-    """The main job on the embedded demo corpus: generate it, then prepare it."""
-    from recipekit.pipeline.demo_run import run_demo
+def demo_cmd(out, recipes, seed, device, overrides, quiet):
+    """The main job on the embedded demo corpus: generate it, prepare it, train on CPU, evaluate.
 
-    result = run_demo(out, recipes=recipes, seed=seed, quiet=quiet)
+    Prints the test-split table and the path of OUT/run/eval/test/eval.json. Without the `train`
+    and `pretrained` extras it stops after `prepare` and says what to install.
+    """
+    from recipekit.training.demo import run_full_demo
+
+    try:
+        result = run_full_demo(out, recipes=recipes, seed=seed, quiet=quiet, device=device, overrides=list(overrides))
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(result.report)
 
 

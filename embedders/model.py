@@ -194,7 +194,11 @@ def load_embedder(path: str | Path, map_location: Any = "cpu") -> JointEmbedder:
     config = copy.deepcopy(blob["config"])
     config["image"] = {**config["image"], "weights": None, "weights_path": None}
     vocab = Vocabulary(blob["vocab"]) if blob["vocab"] is not None else None
-    model = JointEmbedder(config, vocab=vocab)
+    # A tower built from a word2vec matrix has that matrix's width (and, for ``ht``, a projection
+    # to ``hidden``), which the config does not record: rebuild with a placeholder of that shape.
+    words = blob["state_dict"].get("recipe_tower.embedding.weight")
+    matrix = np.zeros(tuple(words.shape), dtype=np.float32) if words is not None else None
+    model = JointEmbedder(config, vocab=vocab, embedding_matrix=matrix)
     model.load_state_dict(blob["state_dict"])
     model.config = copy.deepcopy(blob["config"])
     return model

@@ -131,9 +131,3 @@ def test_cli_prepare_prints_summary_and_names_bad_input(text_corpus, tmp_path):
     assert result.exit_code != 0 and "nowhere" in result.output
     result = runner.invoke(cli, ["prepare", str(text_corpus), str(tmp_path / "out3"), "--stages", "parse,bogus"])
     assert result.exit_code != 0 and "bogus" in result.output
-
-
-@pytest.mark.parametrize("command", ["train", "eval"])
-def test_unimplemented_commands_say_so_and_fail(command):
-    result = CliRunner().invoke(cli, [command, "x"])
-    assert result.exit_code == 2 and "not implemented yet" in result.output

@@ -1,0 +1,225 @@
+"""Build what a run trains from its config: model, losses, optimiser, LR schedule, AMP, and the
+:class:`TrainStep` module that computes a batch's losses (the module DDP wraps)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .config import ConfigError, TrainConfig
+from .distributed import DistInfo, gather_labels, gather_with_local_grad
+
+__all__ = ["build_model", "build_losses", "build_optimizer", "LRFactor", "AmpSettings", "amp_settings",
+           "TrainStep", "set_backbone_frozen", "backbone_frozen_at"]
+
+
+def build_model(cfg: TrainConfig):
+    """The :class:`~recipekit.embedders.JointEmbedder` of ``[model]``, with the prepared
+    vocabulary and (``model.word2vec``) word2vec-initialised word embeddings."""
+    from recipekit.embedders import Vocabulary, create_embedder, get_config, load_word2vec_matrix
+
+    prepared = Path(cfg.data.prepared)
+    vocab_file = prepared / "word2vec" / "vocab.txt"
+    if not vocab_file.exists():
+        raise FileNotFoundError(f"{vocab_file}: missing (data.prepared must be a folder `recipekit prepare` wrote)")
+    overrides = copy.deepcopy(cfg.model.overrides)
+    for key in ("vocab", "embedding_matrix"):
+        if key in overrides:
+            raise ConfigError(f"model.overrides.{key}: set by the trainer from data.prepared")
+    try:
+        base = get_config(cfg.model.embedder)
+    except ValueError as exc:
+        raise ConfigError(f"model.embedder: {exc}") from None
+    tower = (overrides.get("recipe") or {}).get("tower", base["recipe"]["tower"])
+    vocab = Vocabulary.from_file(vocab_file)
+    matrix = None
+    if cfg.model.word2vec and tower in ("je", "ht"):
+        kv = prepared / "word2vec" / "word2vec.kv"
+        if not kv.exists():
+            raise FileNotFoundError(f"{kv}: missing (or set model.word2vec = false)")
+        matrix = load_word2vec_matrix(kv, vocab)
+    try:
+        return create_embedder(cfg.model.embedder, vocab=vocab, embedding_matrix=matrix, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model.overrides: {exc}") from None
+
+
+def build_losses(cfg: TrainConfig, model, info: DistInfo):
+    """(image-recipe loss, H-T recipe loss or None)."""
+    from recipekit.losses import DynamicMargin, create_loss
+
+    from .data import num_classes
+
+    lc = cfg.loss
+    kwargs = dict(lc.options)
+    if lc.dynamic_margin is not None:
+        kwargs["margin"] = DynamicMargin(**{k: float(v) for k, v in lc.dynamic_margin.items()})
+    if lc.name.startswith("pairwise"):
+        kwargs.setdefault("embed_dim", model.embed_dim)
+        if kwargs.get("num_classes") == "auto":
+            kwargs["num_classes"] = num_classes(Path(cfg.data.prepared))
+    if lc.name == "infonce":
+        kwargs.update(rank=info.rank, world_size=info.world_size)
+    try:
+        loss = create_loss(lc.name, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"[loss] {lc.name}: {exc}") from None
+    recipe_loss = None
+    if lc.recipe_weight > 0:
+        tower = model.config["recipe"]["tower"]
+        if tower == "je":
+            raise ConfigError("loss.recipe_weight: H-T's recipe loss needs the ht or minilm recipe tower "
+                              "(title / ingredients / instructions vectors of one width), not je")
+        recipe_loss = create_loss("ht_recipe", dim=int(model.recipe_tower.hidden), margin=lc.recipe_margin)
+    if lc.matching_weight > 0 and model.matching is None:
+        raise ConfigError(f"loss.matching_weight: the embedder {cfg.model.embedder!r} has no matching head")
+    return loss, recipe_loss
+
+
+def backbone_frozen_at(cfg: TrainConfig, model, epoch: int) -> bool:
+    """Whether the image backbone is frozen during ``epoch`` (0-based)."""
+    return bool(model.config["image"].get("freeze_backbone")) or epoch < cfg.train.freeze_backbone_epochs
+
+
+def set_backbone_frozen(model, frozen: bool) -> None:
+    tower = model.image_tower
+    tower.freeze_backbone = frozen
+    tower.backbone.requires_grad_(not frozen)
+    tower.train(tower.training)  # a frozen backbone stays in eval mode
+
+
+def build_optimizer(cfg: TrainConfig, model, extra: list[nn.Module]) -> torch.optim.Optimizer:
+    """Adam/AdamW with two groups: the image backbone (lr x backbone_lr_mult) and the rest
+    (heads, recipe tower, loss parameters). Frozen parameters are in their group too: without
+    a gradient they are skipped, and they train once unfrozen."""
+    o = cfg.optim
+    backbone = list(model.image_tower.backbone.parameters())
+    ids = {id(p) for p in backbone}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    for module in extra:
+        if module is not None:
+            rest.extend(module.parameters())
+    groups = [{"params": rest, "lr": o.lr, "name": "main"},
+              {"params": backbone, "lr": o.lr * o.backbone_lr_mult, "name": "backbone"}]
+    klass = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return klass(groups, lr=o.lr, weight_decay=o.weight_decay)
+
+
+class LRFactor:
+    """LR multiplier after ``step`` optimiser steps (LambdaLR): linear warm-up over
+    ``warmup_epochs``, then ``step`` (x gamma every ``step_size`` epochs) or ``cosine`` (to
+    ``min_lr_ratio`` at the last epoch) or constant. Epochs are fractional: step / steps_per_epoch."""
+
+    def __init__(self, schedule: str, steps_per_epoch: int, epochs: int, step_size: float = 30.0,
+                 gamma: float = 0.1, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0):
+        self.schedule, self.steps_per_epoch, self.epochs = schedule, max(1, steps_per_epoch), epochs
+        self.step_size, self.gamma, self.warmup, self.min_ratio = step_size, gamma, warmup_epochs, min_lr_ratio
+
+    def __call__(self, step: int) -> float:
+        e = step / self.steps_per_epoch
+        f = 1.0
+        if self.warmup > 0 and e < self.warmup:
+            f = min(1.0, (step + 1) / (self.warmup * self.steps_per_epoch))
+        if self.schedule == "step":
+            f *= self.gamma ** math.floor(e / self.step_size)
+        elif self.schedule == "cosine":
+            span = max(self.epochs - self.warmup, 1e-9)
+            t = min(max((e - self.warmup) / span, 0.0), 1.0)
+            f *= self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return f
+
+
+def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
+    o = cfg.optim
+    factor = LRFactor(o.schedule, steps_per_epoch, cfg.train.epochs, o.step_size, o.gamma, o.warmup_epochs,
+                      o.min_lr_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class AmpSettings:
+    enabled: bool
+    dtype: torch.dtype | None
+    scaler: bool  # fp16 on CUDA: a GradScaler
+
+    @property
+    def name(self) -> str:
+        return "off" if not self.enabled else ("bf16" if self.dtype == torch.bfloat16 else "fp16")
+
+
+def amp_settings(mode: str, device: torch.device) -> AmpSettings:
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return AmpSettings(False, None, False)
+    if device.type != "cuda":
+        if mode == "fp16":
+            raise ConfigError("train.amp = \"fp16\" needs CUDA (on CPU use \"bf16\" or \"off\")")
+        return AmpSettings(True, torch.bfloat16, False)
+    if mode == "auto":
+        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mode == "bf16":
+        return AmpSettings(True, torch.bfloat16, False)
+    return AmpSettings(True, torch.float16, True)
+
+
+class TrainStep(nn.Module):
+    """Model + losses; ``forward`` returns a batch's losses (so DDP syncs the gradients of the
+    loss modules' parameters too). ``total`` is what to back-propagate: the image-recipe loss
+    (x world_size when it was computed on the gathered global batch, see
+    :mod:`recipekit.training.distributed`) + recipe_weight x H-T's recipe loss +
+    matching_weight x T-Food's matching loss; the other entries are unscaled, for logging."""
+
+    def __init__(self, model, loss, recipe_loss, cfg: TrainConfig, info: DistInfo, amp: AmpSettings):
+        super().__init__()
+        self.model, self.loss, self.recipe_loss = model, loss, recipe_loss
+        self.recipe_weight, self.matching_weight = cfg.loss.recipe_weight, cfg.loss.matching_weight
+        self.info, self.amp = info, amp
+        # InfoNCE gathers by itself; every other loss sees the global batch gathered here
+        self.gather = info.distributed and cfg.loss.name != "infonce"
+        local_with_grad = cfg.loss.options.get("local_loss") and cfg.loss.options.get("gather_with_grad")
+        self.pair_scale = float(info.world_size) if info.distributed and not local_with_grad else 1.0
+
+    def _autocast(self):
+        if not self.amp.enabled:
+            return nullcontext()
+        return torch.autocast(self.info.device.type, dtype=self.amp.dtype)
+
+    def _recipe_term(self, components: dict) -> torch.Tensor:
+        return self.recipe_loss({k: v.float() for k, v in components.items()})
+
+    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None) -> dict:
+        out_losses = {}
+        with self._autocast():
+            if kind == "recipe":
+                out = self.model(recipes=recipes)
+            elif features is not None:
+                out = self.model(recipes=recipes)
+                out.image = self.model.image_tower.head(features)
+            else:
+                out = self.model(images=images, recipes=recipes)
+            matching = self.model.matching_loss(out) if kind == "pair" and self.matching_weight > 0 else None
+        with torch.autocast(self.info.device.type, enabled=False):
+            if kind == "recipe":
+                rl = self._recipe_term(out.components)
+                return {"total": self.recipe_weight * rl, "recipe_only": rl.detach()}
+            img, rec = out.image.float(), out.recipe.float()
+            if self.gather:
+                img, rec = gather_with_local_grad(img, self.info), gather_with_local_grad(rec, self.info)
+                labels = gather_labels(labels, self.info) if labels is not None else None
+            pair = self.loss(img, rec, labels)
+            total = pair * self.pair_scale
+            out_losses["pair"] = pair.detach()
+            if self.recipe_loss is not None:
+                rl = self._recipe_term(out.components)
+                total = total + self.recipe_weight * rl
+                out_losses["recipe"] = rl.detach()
+            if matching is not None:
+                total = total + self.matching_weight * matching.float()
+                out_losses["matching"] = matching.detach().float()
+        out_losses["total"] = total
+        return out_losses

@@ -1,0 +1,102 @@
+"""Value checks of a run config (:func:`validate`): ranges, choices, and the ``[loss]`` options
+against the loss class's signature. Errors are :class:`~recipekit.training.config.ConfigError`
+naming the source and the key. No torch needed (the loss signature check is skipped without it)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .config import _RESERVED_LOSS_KWARGS, LOSS_TRAINER_KEYS, ConfigError, TrainConfig
+
+__all__ = ["validate"]
+
+
+def _positive(src: str, key: str, value: float, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{src}: {key} must be {'>= 0' if zero_ok else '> 0'}, got {value}")
+
+
+def _choice(src: str, key: str, value: str, options: Sequence[str]) -> None:
+    if value not in options:
+        raise ConfigError(f"{src}: {key} must be one of {', '.join(options)}, got {value!r}")
+
+
+def validate(cfg: TrainConfig, src: str) -> None:
+    d, o, t, lo = cfg.data, cfg.optim, cfg.train, cfg.loss
+    if not d.prepared:
+        raise ConfigError(f"{src}: data.prepared is required (the folder `recipekit prepare` wrote)")
+    for key in ("batch_size",):
+        _positive(src, f"data.{key}", getattr(d, key))
+    for key in ("num_workers", "epoch_length", "recipe_only_batch_size", "val_batch_size", "shuffle_size"):
+        _positive(src, f"data.{key}", getattr(d, key), zero_ok=True)
+    _positive(src, "data.recipe_only_ratio", d.recipe_only_ratio, zero_ok=True)
+    _choice(src, "data.recipe_only_set", d.recipe_only_set, ("no_images", "all"))
+    _choice(src, "data.decoder", d.decoder, ("auto", "pil", "torchvision"))
+    _positive(src, "optim.lr", o.lr)
+    for key in ("weight_decay", "grad_clip", "warmup_epochs", "min_lr_ratio"):
+        _positive(src, f"optim.{key}", getattr(o, key), zero_ok=True)
+    _positive(src, "optim.step_size", o.step_size)
+    _positive(src, "optim.gamma", o.gamma)
+    _positive(src, "optim.backbone_lr_mult", o.backbone_lr_mult, zero_ok=True)
+    _choice(src, "optim.name", o.name, ("adam", "adamw"))
+    _choice(src, "optim.schedule", o.schedule, ("none", "step", "cosine"))
+    _positive(src, "train.epochs", t.epochs)
+    _positive(src, "train.accumulate", t.accumulate)
+    for key in ("freeze_backbone_epochs", "val_every", "val_limit"):
+        _positive(src, f"train.{key}", getattr(t, key), zero_ok=True)
+    _positive(src, "train.val_bag_size", t.val_bag_size)
+    _positive(src, "train.val_bags", t.val_bags)
+    _choice(src, "train.amp", t.amp, ("auto", "bf16", "fp16", "off"))
+    _choice(src, "train.select", t.select, ("image_to_recipe", "mean"))
+    _choice(src, "ddp.backend", cfg.ddp.backend, ("auto", "nccl", "gloo"))
+    _positive(src, "ddp.timeout_minutes", cfg.ddp.timeout_minutes)
+    _positive(src, "log.log_every", cfg.log.log_every)
+    for key in ("recipe_weight", "matching_weight", "recipe_margin"):
+        _positive(src, f"loss.{key}", getattr(lo, key), zero_ok=True)
+    if d.recipe_only_ratio > 0 and lo.recipe_weight == 0:
+        raise ConfigError(f"{src}: data.recipe_only_ratio > 0 needs loss.recipe_weight > 0 (recipe-only batches "
+                          "train only H-T's recipe loss)")
+    if lo.dynamic_margin is not None:
+        keys = set(lo.dynamic_margin)
+        if keys != {"start", "step", "cap"}:
+            raise ConfigError(f"{src}: loss.dynamic_margin takes exactly start, step, cap (got {', '.join(sorted(keys))})")
+        for k, v in lo.dynamic_margin.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{src}: loss.dynamic_margin.{k}: expected a number, got {v!r}")
+        if "margin" in lo.options:
+            raise ConfigError(f"{src}: give loss.margin or loss.dynamic_margin, not both")
+    for key in _RESERVED_LOSS_KWARGS:
+        if key in lo.options:
+            raise ConfigError(f"{src}: loss.{key} is set by the trainer (torch.distributed), not the config")
+    _check_loss(cfg, src)
+
+
+def _check_loss(cfg: TrainConfig, src: str) -> None:
+    """Loss name and keyword arguments against the registry and the class signature."""
+    import importlib
+    import inspect
+
+    from recipekit.losses.registry import _LOSSES  # torch-free module
+
+    name = cfg.loss.name
+    if name not in _LOSSES or name == "ht_recipe":
+        options = sorted(n for n in _LOSSES if n != "ht_recipe")
+        raise ConfigError(f"{src}: loss.name must be one of {', '.join(options)} (ht_recipe is loss.recipe_weight), "
+                          f"got {name!r}")
+    module, cls, _defaults = _LOSSES[name]
+    try:
+        klass = getattr(importlib.import_module(f"recipekit.losses.{module}"), cls)
+    except ModuleNotFoundError:  # no torch here: the trainer checks again when it builds the loss
+        return
+    params = inspect.signature(klass.__init__).parameters
+    allowed = {p for p in params if p != "self"} - set(_RESERVED_LOSS_KWARGS)
+    if name == "pairwise":
+        allowed.add("margin")
+    for key in cfg.loss.options:
+        if key not in allowed:
+            raise ConfigError(f"{src}: unknown key loss.{key} for loss {name!r} (options: trainer keys "
+                              f"{', '.join(LOSS_TRAINER_KEYS)}; {klass.__name__} takes {', '.join(sorted(allowed))})")
+    if cfg.loss.dynamic_margin is not None and "margin" not in params:
+        raise ConfigError(f"{src}: loss.dynamic_margin needs a loss with a margin (triplet, adamine*), not {name!r}")
+
+

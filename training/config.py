@@ -1,0 +1,301 @@
+"""Run configs for ``recipekit train``: a TOML file -> validated dataclasses.
+
+A config has the sections ``[data]``, ``[model]`` (+ ``[model.overrides]``), ``[loss]``,
+``[optim]``, ``[train]``, ``[ddp]`` and ``[log]``; every key, its default and its meaning
+is in docs/training.md and in the dataclasses below. ``[loss]`` is the one open section:
+besides the trainer's own keys (``name``, ``dynamic_margin``, ``recipe_weight``,
+``recipe_margin``, ``matching_weight``) every key is a keyword argument of the loss class
+that ``recipekit.losses.create_loss(name)`` builds, checked against its signature.
+
+:func:`load_config` reads a path, a dict or a :class:`TrainConfig` and applies dotted
+overrides (``"optim.lr=3e-4"``; the value is read as a TOML value, and as a plain string
+when it is not one). Unknown sections and keys, wrong types and out-of-range values are
+errors that name the file and the key. A relative ``data.prepared`` is resolved against the
+current directory and stored absolute. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "ConfigError", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "TrainSection", "DDPConfig",
+    "LogConfig", "TrainConfig", "load_config", "parse_override", "LOSS_TRAINER_KEYS",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the source and the key."""
+
+
+@dataclass
+class DataConfig:
+    prepared: str = ""  # the folder `recipekit prepare` wrote (required)
+    batch_size: int = 128  # pairs per batch and per rank
+    num_workers: int = 4  # DataLoader workers per rank
+    epoch_length: int = 0  # samples per epoch over all ranks; 0 = every train pair once
+    class_aware: bool = False  # AdaMine batches: half background, two or more per class
+    recipe_only_ratio: float = 0.0  # recipe-only batches (H-T) per paired batch; 0 = none
+    recipe_only_batch_size: int = 0  # 0 = 2 x batch_size (as H-T)
+    recipe_only_set: str = "no_images"  # "no_images": train recipes without photos (H-T); "all"
+    decoder: str = "auto"  # JPEG decoder of the loaders: auto, pil, torchvision
+    shuffle_size: int = 2000  # shuffle buffer of the training loader
+    val_batch_size: int = 0  # 0 = batch_size
+    feature_cache: str = ""  # cached-features mode: cache folder; "" = RUN/features
+
+
+@dataclass
+class ModelConfig:
+    embedder: str = "ht_resnet50"  # a registered embedder (recipekit.embedders.list_embedders())
+    word2vec: bool = True  # initialise the word embeddings from PREPARED/word2vec/word2vec.kv
+    overrides: dict = field(default_factory=dict)  # passed to create_embedder(embedder, **overrides)
+
+
+LOSS_TRAINER_KEYS = ("name", "dynamic_margin", "recipe_weight", "recipe_margin", "matching_weight")
+_RESERVED_LOSS_KWARGS = ("rank", "world_size")  # set by the trainer (DDP)
+
+
+@dataclass
+class LossConfig:
+    name: str = "triplet"  # recipekit.losses.list_losses() (not ht_recipe: see recipe_weight)
+    dynamic_margin: dict | None = None  # {start, step, cap}: margin grows per epoch (TNLBT/T-Food)
+    recipe_weight: float = 0.0  # weight of H-T's self-supervised recipe loss (ht_recipe); H-T: 1
+    recipe_margin: float = 0.3  # margin of that loss (H-T: 0.3)
+    matching_weight: float = 0.0  # weight of T-Food's image-text matching loss (needs a matching head)
+    options: dict = field(default_factory=dict)  # every other key: keyword arguments of the loss
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | adamw
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
+    schedule: str = "none"  # none | step | cosine (per optimiser step, as a function of the epoch)
+    step_size: float = 30.0  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
+    min_lr_ratio: float = 0.0  # cosine: final lr / lr
+    backbone_lr_mult: float = 1.0  # lr multiplier of the image backbone's parameters
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 1
+    freeze_backbone_epochs: int = 0  # backbone frozen for the first N epochs, then fine-tuned
+    amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | bf16 | fp16 | off
+    channels_last: bool = True  # CUDA only: convolutional backbones in channels-last memory format
+    accumulate: int = 1  # micro-batches per optimiser step
+    seed: int = 0
+    cache_features: bool = False  # CPU-friendly: frozen backbone features computed once (docs)
+    val_every: int = 1  # validate every N epochs (and after the last); 0 = never
+    val_limit: int = 0  # validate on the first N val pairs; 0 = all
+    val_bag_size: int = 1000  # model selection: bags of this many val pairs ...
+    val_bags: int = 10  # ... this many of them (one bag of all pairs when the split is smaller)
+    select: str = "image_to_recipe"  # selection direction: image_to_recipe | mean (of both)
+
+
+@dataclass
+class DDPConfig:
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    find_unused_parameters: bool = True  # needed when a step leaves parameters unused (recipe-only batches)
+    timeout_minutes: int = 60  # collective timeout (rank 0 validates while the others wait)
+
+
+@dataclass
+class LogConfig:
+    progress: bool = True  # tqdm progress bar (rank 0)
+    tensorboard: bool = True  # RUN/tensorboard event files
+    curves: bool = True  # RUN/curves.png, rewritten each epoch
+    log_every: int = 50  # optimiser steps between TensorBoard training scalars
+
+
+_SECTIONS = {
+    "data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
+    "train": TrainSection, "ddp": DDPConfig, "log": LogConfig,
+}
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    ddp: DDPConfig = field(default_factory=DDPConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str | None = field(default=None, compare=False)  # the file it was read from, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested plain dict (``[loss]`` flattened back: its options are top-level keys)."""
+        out = {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+        options = out["loss"].pop("options")
+        out["loss"].update(options)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# -- parsing -------------------------------------------------------------------------------
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=3e-4"`` -> (["optim", "lr"], 3e-4). The value is a TOML value
+    (numbers, true/false, "strings", [arrays], {inline = tables}) or else a bare string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE (e.g. optim.lr=3e-4)")
+    path = key.split(".")
+    if any(not p for p in path):
+        raise ConfigError(f"override {text!r}: empty part in key {key!r}")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def _set(raw: dict, path: list[str], value: Any, text: str) -> None:
+    node = raw
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {text!r}: {part!r} is not a table")
+        node = child
+    node[path[-1]] = value
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return copy.deepcopy(dict(value))
+    raise AssertionError(hint)  # pragma: no cover
+
+
+def _section(cls: type, raw: Any, name: str, src: str):
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{src}: [{name}] must be a table, got {raw!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs, extra = {}, {}
+    for key, value in raw.items():
+        if key in names and not (cls is LossConfig and key == "options"):
+            kwargs[key] = _check_type(value, hints[key], f"{src}: {name}.{key}")
+        elif cls is LossConfig:
+            extra[key] = value
+        else:
+            raise ConfigError(f"{src}: unknown key {name}.{key} (known: {', '.join(names)})")
+    obj = cls(**kwargs)
+    if cls is LossConfig:
+        obj.options = extra
+    return obj
+
+
+def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
+    """Validate a nested dict (the TOML document) into a :class:`TrainConfig`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: a config is a table of sections, got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in _SECTIONS]
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))} (sections: {', '.join(_SECTIONS)})")
+    parts = {name: _section(cls, raw.get(name, {}), name, source) for name, cls in _SECTIONS.items()}
+    cfg = TrainConfig(**parts, source=None if source.startswith("<") else source)
+    cfg.data.prepared = os.path.abspath(os.path.expanduser(cfg.data.prepared)) if cfg.data.prepared else ""
+    if cfg.data.feature_cache:
+        cfg.data.feature_cache = os.path.abspath(os.path.expanduser(cfg.data.feature_cache))
+    from .checks import validate
+
+    validate(cfg, source)
+    return cfg
+
+
+def _config_path(source: str | os.PathLike) -> Path:
+    """A config file path, or the packaged config of that name (``demo`` -> configs/demo.toml)."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.suffix == "" and len(path.parts) == 1:
+        from recipekit import configs
+
+        try:
+            return configs.path(str(path))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: no such config file, and {exc}") from exc
+    raise ConfigError(f"{path}: config file not found")
+
+
+def load_config(source: str | os.PathLike | Mapping[str, Any] | TrainConfig,
+                overrides: Sequence[str] | Mapping[str, Any] = ()) -> TrainConfig:
+    """A :class:`TrainConfig` from a TOML path, the name of a packaged config (``"demo"``,
+    ``"ht"``: :mod:`recipekit.configs`), a nested dict or a config, with ``overrides``:
+    ``["optim.lr=3e-4", ...]`` or ``{"optim.lr": 3e-4}``."""
+    if isinstance(source, TrainConfig):
+        raw, name = source.to_dict(), source.source or "<config>"
+    elif isinstance(source, Mapping):
+        raw, name = copy.deepcopy(dict(source)), "<dict>"
+    else:
+        path = _config_path(source)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        name = str(path)
+    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
+    for key, value in items:
+        path_parts = key.split(".") if isinstance(key, str) else list(key)
+        text = ".".join(path_parts)
+        if path_parts[0] not in _SECTIONS:
+            raise ConfigError(f"override {text!r}: unknown section {path_parts[0]!r} (sections: {', '.join(_SECTIONS)})")
+        _set(raw, path_parts, value, text)
+    cfg = from_dict(raw, name)
+    if not isinstance(source, (TrainConfig, Mapping)):
+        cfg.source = str(path.resolve())
+    elif isinstance(source, TrainConfig):
+        cfg.source = source.source
+    return cfg

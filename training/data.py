@@ -1,0 +1,130 @@
+"""The trainer's data: the paired training loader, H-T's recipe-only loader, and the order in
+which an epoch interleaves their batches.
+
+Paired batches come from :func:`recipekit.loaders.make_loader` over ``PREPARED/shards/train``
+(a random photo per recipe, the training augmentation, fixed-length epochs split over ranks).
+Recipe-only batches come from :func:`recipekit.loaders.recipe_only_loader` over the LMDB
+store: the train recipes without photos (``data.recipe_only_set = "no_images"``, as H-T's
+``*_noimages`` split) or all train recipes (``"all"``). An epoch is ``plan(n_paired, ratio)``:
+after each paired batch, ``ratio`` recipe-only batches are due (fractions accumulate), e.g.
+ratio 1 alternates them as H-T does. Every rank follows the same plan.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import ConfigError, TrainConfig
+
+__all__ = ["model_limits", "paired_loader", "recipe_only_batches", "plan_epoch", "store_compatible",
+           "num_classes", "tokens_vocab"]
+
+
+def model_limits(model) -> tuple[int, int, int]:
+    r = model.config["recipe"]
+    return int(r.get("max_ingredients", 20)), int(r.get("max_instructions", 20)), int(r.get("max_tokens", 15))
+
+
+def store_compatible(prepared: Path, model) -> bool:
+    """Whether ``PREPARED/recipes.lmdb`` holds this model's token ids (vocabulary and limits)."""
+    from recipekit.pipeline.store import RecipeStore
+
+    path = Path(prepared) / "recipes.lmdb"
+    if not (path / "data.mdb").exists() or not hasattr(model.vocab, "digest"):
+        return False
+    meta = RecipeStore(path).meta
+    built = (meta.get("max_ingredients"), meta.get("max_instructions"), meta.get("max_tokens"))
+    return meta.get("vocab_sha256") == model.vocab.digest() and built == model_limits(model)
+
+
+def tokens_vocab(model):
+    """The vocabulary batches are tokenised with: the model's own."""
+    return model.vocab
+
+
+def num_classes(prepared: Path) -> int:
+    """Classes in ``classes.json``, background (0) included."""
+    path = Path(prepared) / "classes.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing (run `recipekit prepare`; loss num_classes = \"auto\" needs it)")
+    return len(json.loads(path.read_text(encoding="utf-8")))
+
+
+def paired_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, on_gpu: bool):
+    from recipekit.evaluation.embed import split_folder
+    from recipekit.loaders import make_loader
+
+    d = cfg.data
+    folder = split_folder(d.prepared, "train")
+    return make_loader(
+        folder, vocab=tokens_vocab(model), train=True, batch_size=d.batch_size, num_workers=d.num_workers,
+        epoch_length=d.epoch_length or None, seed=cfg.train.seed, rank=rank, world_size=world_size,
+        class_aware=d.class_aware, image_size=int(model.image_tower.image_size), decoder=d.decoder,
+        embedder=model, normalize=not on_gpu, shuffle_size=d.shuffle_size, limits=model_limits(model),
+        pin_memory=on_gpu, persistent_workers=d.num_workers > 0,
+    )
+
+
+def _recipe_only_keys(cfg: TrainConfig, store) -> list[str]:
+    keys = store.keys("train")
+    if cfg.data.recipe_only_set == "all":
+        return keys
+    import polars as pl
+
+    images = Path(cfg.data.prepared) / "images.parquet"
+    if not images.exists():
+        raise FileNotFoundError(f"{images}: missing; data.recipe_only_set = \"no_images\" needs it (or use \"all\")")
+    with_photos = set(
+        pl.read_parquet(images, columns=["recipe_id", "present"]).filter(pl.col("present"))["recipe_id"].to_list()
+    )
+    return [k for k in keys if k not in with_photos]
+
+
+def recipe_only_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, on_gpu: bool):
+    """H-T's recipe-only batches, or None when the config has none."""
+    if cfg.data.recipe_only_ratio <= 0:
+        return None
+    from recipekit.loaders import recipe_only_loader as make
+    from recipekit.pipeline.store import RecipeStore
+
+    prepared = Path(cfg.data.prepared)
+    if not store_compatible(prepared, model):
+        raise ConfigError(
+            f"data.recipe_only_ratio: {prepared / 'recipes.lmdb'} was not built with this model's vocabulary and "
+            f"limits {model_limits(model)} (max_ingredients, max_instructions, max_tokens); set them in "
+            "[model.overrides] recipe = {...} or re-run prepare with --store-max-*"
+        )
+    store = RecipeStore(prepared / "recipes.lmdb")
+    keys = _recipe_only_keys(cfg, store)
+    size = cfg.data.recipe_only_batch_size or 2 * cfg.data.batch_size
+    if len(keys) < size * world_size:
+        raise ConfigError(f"data.recipe_only_ratio: only {len(keys)} recipe-only train recipes "
+                          f"({cfg.data.recipe_only_set}), fewer than one batch of {size} per rank")
+    return make(store, keys, batch_size=size, vocab=model.vocab, train=True, num_workers=cfg.data.num_workers,
+                seed=cfg.train.seed, rank=rank, world_size=world_size, pin_memory=on_gpu,
+                persistent_workers=False)
+
+
+def recipe_only_batches(loader, epoch: int) -> Iterator[dict[str, Any]]:
+    """Endless recipe-only batches for one epoch: passes ``epoch * 1000 + k`` of the loader's
+    sampler (reshuffled each pass), so the sequence depends only on the epoch."""
+    k = 0
+    while True:
+        loader.set_epoch(epoch * 1000 + k)
+        yield from loader
+        k += 1
+
+
+def plan_epoch(n_paired: int, ratio: float) -> list[str]:
+    """``"pair"`` / ``"recipe"`` per micro-batch of one epoch (the same on every rank)."""
+    plan: list[str] = []
+    credit = 0.0
+    for _ in range(n_paired):
+        plan.append("pair")
+        credit += ratio
+        while credit >= 1.0 - 1e-9:
+            plan.append("recipe")
+            credit -= 1.0
+    return plan

@@ -1,0 +1,353 @@
+"""The training loop behind ``recipekit train``: :func:`train` -> :class:`TrainResult`.
+
+One call trains one run folder (layout in docs/training.md) from a config
+(:mod:`recipekit.training.config`): epochs of paired batches (and H-T's recipe-only batches,
+interleaved), validation on ``val`` after each epoch (or every ``train.val_every``), the best
+model by validation medR / R@1 in ``RUN/best.pt``, and ``RUN/checkpoints/last.pt`` every epoch
+for ``resume=True``. Under torchrun (or with ``rank``/``world_size`` given) it is one process of
+a DistributedDataParallel job; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import build, checkpoint, data
+from .config import ConfigError, TrainConfig, load_config
+from .distributed import DistInfo, barrier, broadcast_object, mean_over_ranks, setup, teardown
+from .logs import RunLogger, write_environment, write_json
+from .validate import is_better, validate
+
+__all__ = ["TrainResult", "train"]
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int | None  # 1-based epoch of best.pt (None: no epoch ran)
+    best_metrics: dict[str, Any] | None  # its validation metrics (None without validation)
+    best_path: Path | None
+    last_checkpoint: Path
+    epochs: int  # epochs completed in the run folder
+    history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl records (rank 0)
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, info: DistInfo, resume: bool):
+        self.cfg, self.run_dir, self.info, self.resume = cfg, run_dir, info, resume
+        self.last_path = run_dir / "checkpoints" / "last.pt"
+        self.best_path = run_dir / "best.pt"
+        self.dev = info.device
+        self.on_gpu = self.dev.type == "cuda"
+        self.cached = cfg.train.cache_features
+
+    # -- setup -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        cfg, info = self.cfg, self.info
+        blob = checkpoint.load_checkpoint(self.last_path) if self.resume else None
+        if blob is not None:
+            checkpoint.check_resume_config(blob["config"], cfg)
+        seed = cfg.train.seed
+        torch.manual_seed(seed)  # the same initial weights on every rank
+        self.model = build.build_model(cfg)
+        self.loss, self.recipe_loss = build.build_losses(cfg, self.model, info)
+        # then one random stream per rank (dropout, the losses' draws)
+        random.seed(seed + info.rank)
+        np.random.seed(seed + info.rank)
+        torch.manual_seed(seed + info.rank)
+        start = blob["epoch"] if blob else 0
+        if self.cached and not all(build.backbone_frozen_at(cfg, self.model, e) for e in range(cfg.train.epochs)):
+            raise ConfigError("train.cache_features needs the image backbone frozen for the whole run: set "
+                              "train.freeze_backbone_epochs >= train.epochs or model.overrides image.freeze_backbone")
+        self.frozen = build.backbone_frozen_at(cfg, self.model, start)
+        build.set_backbone_frozen(self.model, self.frozen)
+        self.model.to(self.dev)
+        for m in (self.loss, self.recipe_loss):
+            if m is not None:
+                m.to(self.dev)
+        self.channels_last = (self.on_gpu and cfg.train.channels_last and not self.cached
+                              and not self.model.config["image"]["backbone"].startswith("vit"))
+        if self.channels_last:
+            self.model.image_tower.to(memory_format=torch.channels_last)
+        self.amp = build.amp_settings(cfg.train.amp, self.dev)
+        self._make_data()
+        if info.is_main:  # the model and the data are there: the run folder starts
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if cfg.source and not (self.resume and (self.run_dir / "config.toml").exists()):
+                shutil.copyfile(cfg.source, self.run_dir / "config.toml")
+            write_json(self.run_dir / "config.resolved.json", cfg.to_dict())
+        self.step = build.TrainStep(self.model, self.loss, self.recipe_loss, cfg, info, self.amp)
+        self.optimizer = build.build_optimizer(cfg, self.model, [self.loss, self.recipe_loss])
+        self.plan = data.plan_epoch(self.n_paired, cfg.data.recipe_only_ratio if self.ro_loader else 0.0)
+        self.steps_per_epoch = math.ceil(len(self.plan) / cfg.train.accumulate)
+        self.scheduler = build.build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp.scaler else None
+        self.epoch, self.global_step, self.best = start, 0, None
+        if blob is not None:
+            self.epoch, self.global_step, self.best = checkpoint.restore_training_state(
+                blob, self._state(), rank=info.rank, world_size=info.world_size)
+        self.ddp = None
+        self._wrap()
+        self.logger = RunLogger(self.run_dir, enabled=info.is_main, tensorboard=cfg.log.tensorboard,
+                                curves=cfg.log.curves, resume_epoch=self.epoch, resume_step=self.global_step)
+        if info.is_main:
+            write_environment(self.run_dir, device=self.dev, world_size=info.world_size, backend=info.backend,
+                              amp=self.amp.name, channels_last=self.channels_last, cache_features=self.cached,
+                              steps_per_epoch=self.steps_per_epoch, resumed_at=self.epoch if self.resume else None)
+
+    def _make_data(self) -> None:
+        cfg, info = self.cfg, self.info
+        prepared = Path(cfg.data.prepared)
+        self.val_cache = None
+        if self.cached:
+            from .features import CachedPairLoader, TokenSource, load_or_extract
+
+            cache_dir = Path(cfg.data.feature_cache) if cfg.data.feature_cache else self.run_dir / "features"
+            kw = dict(decoder=cfg.data.decoder, batch_size=cfg.data.val_batch_size or cfg.data.batch_size,
+                      device=self.dev, progress=cfg.log.progress and info.is_main)
+            sets = {}
+            for write in (True, False):  # rank 0 extracts (or reads), then the others read
+                if info.is_main == write:
+                    sets = {s: load_or_extract(self.model, prepared, s, cache_dir, write=write, **kw)
+                            for s in ("train", "val")}
+                barrier(info)
+            tokens = TokenSource(self.model, prepared)
+            self.loader = CachedPairLoader(sets["train"], tokens, batch_size=cfg.data.batch_size,
+                                           seed=cfg.train.seed, rank=info.rank, world_size=info.world_size,
+                                           class_aware=cfg.data.class_aware, epoch_length=cfg.data.epoch_length)
+            self.val_cache = (sets["val"], tokens)
+            self.loader_info = None
+        else:
+            self.loader, self.loader_info = data.paired_loader(cfg, self.model, rank=info.rank,
+                                                               world_size=info.world_size, on_gpu=self.on_gpu)
+            if cfg.train.val_every > 0:  # fail now, not after the first epoch
+                from recipekit.evaluation.embed import split_folder
+
+                split_folder(prepared, "val")
+        self.n_paired = len(self.loader)
+        if self.n_paired == 0:
+            raise ConfigError(f"data.batch_size = {cfg.data.batch_size}: the train split gives no full batch per rank")
+        self.ro_loader = data.recipe_only_loader(cfg, self.model, rank=info.rank, world_size=info.world_size,
+                                                 on_gpu=self.on_gpu)
+
+    def _state(self) -> checkpoint.TrainingState:
+        return checkpoint.TrainingState(self.model, self._loss_modules(), self.optimizer, self.scheduler, self.scaler)
+
+    def _loss_modules(self) -> dict:
+        return {"loss": self.loss, "recipe_loss": self.recipe_loss}
+
+    def _wrap(self) -> None:
+        """(Re)wrap the step module in DDP: needed whenever the set of trainable parameters changes."""
+        if not self.info.distributed:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        self.ddp = None
+        self.ddp = DDP(self.step, device_ids=[self.dev.index] if self.on_gpu else None,
+                       find_unused_parameters=self.cfg.ddp.find_unused_parameters)
+
+    # -- one epoch -----------------------------------------------------------------------------
+    def _inputs(self, kind: str, batch: dict) -> dict:
+        recipes = {k: v.to(self.dev, non_blocking=True) for k, v in batch["recipes"].items()}
+        if kind == "recipe":
+            return {"recipes": recipes}
+        labels = batch["class_ids"].to(self.dev, non_blocking=True)
+        if self.cached:
+            return {"recipes": recipes, "features": batch["features"].to(self.dev, non_blocking=True), "labels": labels}
+        images = batch["images"].to(self.dev, non_blocking=True)
+        if self.on_gpu:  # the loader hands uint8 on GPU runs: normalise on the device
+            images = self.loader_info.normalise(images)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return {"recipes": recipes, "images": images, "labels": labels}
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        cfg, plan, acc = self.cfg, self.plan, self.cfg.train.accumulate
+        module = self.ddp if self.ddp is not None else self.step
+        self.step.train()
+        self.loader.set_epoch(epoch)
+        paired = iter(self.loader)
+        recipe_only = data.recipe_only_batches(self.ro_loader, epoch) if self.ro_loader is not None else None
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, float] = defaultdict(float)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        bar = tqdm(total=len(plan), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
+                   disable=not (cfg.log.progress and self.info.is_main), file=sys.stderr)
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        for j, kind in enumerate(plan):
+            try:
+                batch = next(paired) if kind == "pair" else next(recipe_only)
+            except StopIteration:
+                raise RuntimeError(f"the training loader ran dry after {j} batches (expected {len(plan)})") from None
+            first = (j // acc) * acc
+            size = min(acc, len(plan) - first)
+            last = j - first == size - 1
+            sync = nullcontext() if last or self.ddp is None else self.ddp.no_sync()
+            with sync:
+                losses = module(kind, **self._inputs(kind, batch))
+                scaled = losses["total"] / size
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            objective = self._account(kind, losses, len(batch["ids"]), sums, counts)
+            if last:
+                self._optimizer_step(params)
+                if self.info.is_main and self.global_step % cfg.log.log_every == 0:
+                    self.logger.scalars({"train/step_loss": objective, "train/lr": self.optimizer.param_groups[0]["lr"]},
+                                        self.global_step)
+            bar.update(1)
+        bar.close()
+        for _ in paired:  # end the epoch's iterator (persistent workers)
+            pass
+        seconds = time.perf_counter() - start
+        keys = sorted(set(sums) | set(counts))
+        reduced = mean_over_ranks([sums[k] for k in keys] + [counts[k] for k in keys], self.info)
+        sums, counts = dict(zip(keys, reduced[: len(keys)])), dict(zip(keys, reduced[len(keys) :]))
+
+        def mean(k):
+            return sums[k] / counts[k] if counts.get(k) else None
+
+        return {"loss": mean("objective"), "loss_pair": mean("pair"), "loss_recipe": mean("recipe"),
+                "loss_recipe_only": mean("recipe_only"), "loss_matching": mean("matching"), "seconds": seconds,
+                "images_per_s": counts.get("images", 0) * self.info.world_size / max(seconds, 1e-9)}
+
+    def _account(self, kind, losses, n, sums, counts) -> float:
+        """Add a micro-batch's losses to the epoch sums; return its unscaled objective."""
+        w, mw = self.cfg.loss.recipe_weight, self.cfg.loss.matching_weight
+        if kind == "recipe":
+            objective = w * float(losses["recipe_only"])
+        else:
+            counts["images"] += n
+            objective = float(losses["pair"]) + w * float(losses.get("recipe", 0.0)) + mw * float(
+                losses.get("matching", 0.0))
+        for key in ("pair", "recipe", "recipe_only", "matching"):
+            if key in losses:
+                sums[key] += float(losses[key])
+                counts[key] += 1
+        sums["objective"] += objective
+        counts["objective"] += 1
+        return objective
+
+    def _optimizer_step(self, params) -> None:
+        clip = self.cfg.optim.grad_clip
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    # -- the run ---------------------------------------------------------------------------------
+    def _due(self, epoch: int) -> bool:
+        every = self.cfg.train.val_every
+        return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.cfg.train.epochs)
+
+    def _save_best(self, epoch: int, metrics: dict | None) -> None:
+        tmp = self.best_path.with_name(f"best.pt.tmp-{os.getpid()}")
+        self.model.save(tmp)
+        os.replace(tmp, self.best_path)
+        self.best = {"epoch": epoch + 1, "val": metrics}
+        note = None if metrics else "no validation (train.val_every = 0): the latest epoch's model"
+        write_json(self.run_dir / "best.json", {**self.best, "select": self.cfg.train.select, "note": note,
+                                                "split": "val"})
+
+    def _checkpoint(self, epoch: int) -> None:
+        checkpoint.save_training_state(self.last_path, self._state(), self.info, epoch=epoch + 1,
+                                       global_step=self.global_step, best=self.best, config=self.cfg.to_dict())
+        barrier(self.info)
+
+    def fit(self, stop_after: int | None = None) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        end = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, self.epoch + stop_after)
+        try:
+            for epoch in range(self.epoch, end):
+                frozen = build.backbone_frozen_at(cfg, self.model, epoch)
+                if frozen != self.frozen:
+                    build.set_backbone_frozen(self.model, frozen)
+                    self.frozen = frozen
+                    self._wrap()
+                for m in (self.loss, self.recipe_loss):
+                    if hasattr(m, "set_epoch"):
+                        m.set_epoch(epoch)
+                record = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+                metrics, val_s = None, None
+                if info.is_main and self._due(epoch):
+                    t0 = time.perf_counter()
+                    metrics = validate(cfg, self.model, self.dev, cached=self.val_cache)
+                    val_s = time.perf_counter() - t0
+                improved = False
+                if info.is_main:
+                    if cfg.train.val_every == 0 or (metrics is not None and is_better(
+                            metrics, (self.best or {}).get("val"), cfg.train.select)):
+                        self._save_best(epoch, metrics)
+                        improved = True
+                self.best = broadcast_object(self.best, info)  # every rank keeps the same best-so-far
+                margin = getattr(self.loss, "margin", None)
+                record.update({"step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
+                               "lr_backbone": self.optimizer.param_groups[1]["lr"], "backbone_frozen": frozen,
+                               "margin": margin if isinstance(margin, float) else None, "val": metrics,
+                               "val_seconds": val_s, "best": improved})
+                self.logger.epoch(record, self.global_step)
+                if info.is_main and cfg.log.progress:
+                    v = metrics["image_to_recipe"] if metrics else None
+                    print(f"epoch {epoch + 1}/{cfg.train.epochs}: loss {record['loss']:.4f}, {record['seconds']:.1f}s"
+                          + (f", val medR {v['medR']:.1f} R@1 {v['R@1']:.1f}" if v else "")
+                          + (" (best)" if improved and v else ""), file=sys.stderr, flush=True)
+                self.epoch = epoch + 1
+                self._checkpoint(epoch)
+        finally:
+            self.logger.close()
+        best = self.best or {}
+        return TrainResult(self.run_dir, best.get("epoch"), best.get("val"),
+                           self.best_path if self.best_path.exists() else None, self.last_path, self.epoch,
+                           list(self.logger.history))
+
+
+def train(config: str | os.PathLike | Mapping[str, Any] | TrainConfig, run_dir: str | os.PathLike | None = None, *,
+          resume: bool = False, device: str = "auto", overrides: Sequence[str] | Mapping[str, Any] = (),
+          rank: int | None = None, world_size: int | None = None, init_method: str | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train one run. ``config``: a TOML path, a dict or a :class:`TrainConfig`; ``overrides``:
+    ``["optim.lr=3e-4", ...]``. ``run_dir`` (default ``runs/<config file stem>``) must not hold
+    a run unless ``resume``. ``device``: ``auto`` | ``cpu`` | ``cuda`` (``cuda:N``). ``rank`` /
+    ``world_size`` / ``init_method``: for processes started without torchrun (e.g.
+    ``torch.multiprocessing.spawn`` with ``init_method="file:///tmp/init"``); under torchrun they
+    come from the environment. ``stop_after``: end this call after that many epochs (the run
+    stays resumable: a job with a time limit trains a few epochs per submission)."""
+    cfg = load_config(config, overrides)
+    if run_dir is None:
+        run_dir = Path("runs") / (Path(cfg.source).stem if cfg.source else "run")
+    run_dir = Path(run_dir).absolute()
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and not last.exists():
+        raise FileNotFoundError(f"{last}: nothing to resume (train without --resume to start the run)")
+    if not resume and last.exists():
+        raise FileExistsError(f"{run_dir} already holds a run (checkpoints/last.pt): resume it with --resume "
+                              "or choose another --out")
+    info = setup(device, rank=rank, world_size=world_size, init_method=init_method, backend=cfg.ddp.backend,
+                 timeout_minutes=cfg.ddp.timeout_minutes)
+    try:
+        run = _Run(cfg, run_dir, info, resume)
+        run.prepare()
+        return run.fit(stop_after)
+    finally:
+        teardown(info)

@@ -1,0 +1,84 @@
+"""Validation and model selection. Only the ``val`` split is ever read: never ``test``.
+
+Each validation embeds the val pairs (the first photo of each recipe, the evaluation
+transform) and scores them with :func:`recipekit.evaluation.evaluate_bags`:
+``train.val_bags`` bags of ``train.val_bag_size`` pairs (seed 1234; one bag of all pairs
+when the split is smaller), means over bags. The selection key is the medR (lower is better),
+then R@1 (higher is better) of ``image_to_recipe`` (AdaMine's saving criteria; the default)
+or of the mean of both directions (``train.select = "mean"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+
+__all__ = ["validate", "selection_key", "is_better", "embed_cached_val"]
+
+
+def _summarise(result: dict[str, Any]) -> dict[str, Any]:
+    out = {d: {m: v["mean"] for m, v in result[d].items()} for d in ("image_to_recipe", "recipe_to_image")}
+    out["pairs"] = result["pairs"]
+    out["bags"] = result["n_bags"]
+    out["bag_size"] = result["bag_size"]
+    return out
+
+
+@torch.no_grad()
+def embed_cached_val(model, fs, tokens, *, batch_size: int, device, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Val embeddings in cached-features mode: the head over each recipe's first photo's cached
+    feature (what embed_split computes through the frozen backbone) and the recipe tower."""
+    n = len(fs) if not limit else min(limit, len(fs))
+    rows = fs.first_rows()[:n]
+    was_training = model.training
+    model.eval()
+    images, recipes = [], []
+    try:
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(n, start + batch_size))
+            feats = torch.from_numpy(fs.features[rows[sl]]).to(device)
+            images.append(model.image_tower.head(feats).float().cpu())
+            rec = model(recipes={k: v.to(device) for k, v in tokens.batch(fs.ids[sl]).items()}).recipe
+            recipes.append(rec.float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(images).numpy(), torch.cat(recipes).numpy()
+
+
+def validate(cfg: TrainConfig, model, device, *, cached=None) -> dict[str, Any]:
+    """Val metrics of ``model`` (see the module doc). ``cached``: (FeatureSet, TokenSource)
+    in cached-features mode."""
+    from recipekit.evaluation import evaluate_bags
+
+    t = cfg.train
+    batch_size = cfg.data.val_batch_size or cfg.data.batch_size
+    if cached is not None:
+        image, recipe = embed_cached_val(model, *cached, batch_size=batch_size, device=device, limit=t.val_limit)
+    else:
+        from recipekit.evaluation.embed import embed_split
+
+        emb = embed_split(model, cfg.data.prepared, "val", image_pick="first", batch_size=batch_size,
+                          num_workers=cfg.data.num_workers, device=device, limit=t.val_limit or None)
+        image, recipe = emb.image, emb.recipe
+    if len(image) < 2:
+        raise ValueError(f"{cfg.data.prepared}: the val split has {len(image)} pairs; model selection needs at least 2")
+    result = evaluate_bags(image, recipe, bag_size=t.val_bag_size, n_bags=t.val_bags, seed=1234)
+    return _summarise(result)
+
+
+def selection_key(metrics: dict[str, Any], select: str) -> tuple[float, float]:
+    """(medR, -R@1): smaller is better."""
+    if select == "mean":
+        med = 0.5 * (metrics["image_to_recipe"]["medR"] + metrics["recipe_to_image"]["medR"])
+        r1 = 0.5 * (metrics["image_to_recipe"]["R@1"] + metrics["recipe_to_image"]["R@1"])
+    else:
+        med, r1 = metrics["image_to_recipe"]["medR"], metrics["image_to_recipe"]["R@1"]
+    return float(med), -float(r1)
+
+
+def is_better(metrics: dict[str, Any], best: dict[str, Any] | None, select: str) -> bool:
+    return best is None or selection_key(metrics, select) < selection_key(best, select)
