@@ -1,9 +1,6 @@
-"""`recipekit demo`: the main job on the embedded demo corpus.
-
-Generates the synthetic corpus into ``OUT/corpus`` and prepares it into
-``OUT/prepared``. Training and evaluation join this loop when `recipekit train`
-and `recipekit eval` exist (issue #5); until then the demo stops after `prepare`
-and says so.
+"""The data half of `recipekit demo` (torch-free): generate the synthetic corpus into
+``OUT/corpus`` and prepare it into ``OUT/prepared``. Training and evaluation follow in
+:func:`recipekit.training.demo.run_full_demo`, which calls :func:`run_demo` first.
 """
 
 from __future__ import annotations
@@ -62,6 +59,5 @@ def run_demo(out: str | os.PathLike, *, recipes: int = 2000, seed: int = 0, work
         _example(prepared),
         "",
         f"Prepared artefacts: {prepared} (docs/artefacts.md describes each file).",
-        "Training and evaluation (`recipekit train`, `recipekit eval`) arrive with issue #5.",
     ]
     return DemoResult(corpus, prepared, counts, reports, "\n".join(text))
