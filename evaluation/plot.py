@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from recipekit.pipeline.stagekit import atomic_path
 
 from .embed import SplitEmbeddings
 from .metrics import _bags
@@ -119,12 +120,9 @@ def plot_retrievals(emb: SplitEmbeddings, folder: str | os.PathLike, out: str | 
     fig.suptitle(f"Top-{k} retrievals within {where} (green: the true match)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = Path(out)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return out

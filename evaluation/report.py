@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from recipekit.pipeline.stagekit import atomic_path
 
 __all__ = ["DIRECTION_LABELS", "bag_label", "render_markdown", "render_table", "write_outputs"]
 
@@ -80,13 +81,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_outputs(report: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:

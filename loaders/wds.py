@@ -52,7 +52,7 @@ from .shards import (
 )
 from .tario import tar_samples
 
-__all__ = ["LoaderInfo", "ShardLoader", "make_dataset", "make_loader", "pipeline_stages"]
+__all__ = ["LoaderInfo", "ShardLoader", "checked_store", "make_dataset", "make_loader", "pipeline_stages"]
 
 
 @dataclass
@@ -177,7 +177,7 @@ def make_dataset(shards, *, vocab: Any, train: bool, batch_size: int, num_worker
     if isinstance(store, str) and store == "auto":
         store = _auto_store(spec.urls, vocab, limits)
     elif store is not None:
-        store = _checked_store(store, vocab, limits)
+        store = checked_store(store, vocab, limits)
     rank, world_size = default_rank_world(rank, world_size)
     workers = max(1, num_workers)
     readers = world_size * workers
@@ -218,12 +218,14 @@ def _auto_store(urls, vocab: Any, limits: tuple[int, int, int]):
     if folder.parent.name != "shards" or not (candidate / "data.mdb").exists():
         return None
     try:
-        return _checked_store(candidate, vocab, limits)
+        return checked_store(candidate, vocab, limits)
     except ValueError:
         return None
 
 
-def _checked_store(store: Any, vocab: Any, limits: tuple[int, int, int]):
+def checked_store(store: Any, vocab: Any, limits: tuple[int, int, int]):
+    """The :class:`~recipekit.pipeline.store.RecipeStore` (or its path) if it holds ``vocab``'s
+    token ids cut at ``limits``; a ``ValueError`` saying why not otherwise."""
     from recipekit.pipeline.store import RecipeStore
 
     store = store if isinstance(store, RecipeStore) else RecipeStore(store)

@@ -171,6 +171,15 @@ def test_run_folder_guards(straight_run, prepared, tmp_path):
     assert done.epochs == 2 and len(done.history) == 2
 
 
+
+def test_recipe_only_batches_refuse_a_store_of_other_limits(prepared, tmp_path):
+    cfg = tiny_config(prepared, data={"batch_size": 8, "recipe_only_ratio": 1.0, "recipe_only_batch_size": 8},
+                      loss={"name": "triplet", "recipe_weight": 1.0})
+    cfg["model"]["overrides"]["recipe"]["max_tokens"] = 7  # the store was cut at 15 tokens
+    with pytest.raises(ConfigError, match=r"recipes\.lmdb was built with limits \(20, 20, 15\), not \(20, 20, 7\)"):
+        train(cfg, tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
 # -- cached-features mode ------------------------------------------------------------------------
 def test_cached_features_mode_trains_and_best_pt_embeds_images(prepared, tmp_path):
     from recipekit.embedders import load_embedder

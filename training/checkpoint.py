@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from recipekit.pipeline.stagekit import atomic_path
 
 __all__ = ["FORMAT", "RESUMABLE_CHANGES", "TrainingState", "atomic_save", "capture_rng", "restore_rng",
            "generator_states", "load_checkpoint", "save_training_state", "restore_training_state",
@@ -34,16 +35,9 @@ RESUMABLE_CHANGES = ("train.epochs", "train.val_every", "ddp.timeout_minutes", "
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path.tmp-PID`` then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    """``torch.save`` under a temporary name, then renamed over ``path`` (stagekit.atomic_path)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def capture_rng() -> dict[str, Any]:

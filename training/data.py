@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["model_limits", "paired_loader", "recipe_only_batches", "plan_epoch", "store_compatible",
-           "num_classes", "tokens_vocab"]
+__all__ = ["model_limits", "paired_loader", "recipe_only_batches", "plan_epoch", "store_compatible", "store_mismatch",
+           "num_classes"]
 
 
 def model_limits(model) -> tuple[int, int, int]:
@@ -27,21 +27,24 @@ def model_limits(model) -> tuple[int, int, int]:
     return int(r.get("max_ingredients", 20)), int(r.get("max_instructions", 20)), int(r.get("max_tokens", 15))
 
 
-def store_compatible(prepared: Path, model) -> bool:
-    """Whether ``PREPARED/recipes.lmdb`` holds this model's token ids (vocabulary and limits)."""
-    from recipekit.pipeline.store import RecipeStore
+def store_mismatch(prepared: Path, model) -> str | None:
+    """None when ``PREPARED/recipes.lmdb`` holds this model's token ids (its vocabulary and
+    limits: the loaders' own check, :func:`recipekit.loaders.wds.checked_store`); else why not."""
+    from recipekit.loaders.wds import checked_store
 
     path = Path(prepared) / "recipes.lmdb"
-    if not (path / "data.mdb").exists() or not hasattr(model.vocab, "digest"):
-        return False
-    meta = RecipeStore(path).meta
-    built = (meta.get("max_ingredients"), meta.get("max_instructions"), meta.get("max_tokens"))
-    return meta.get("vocab_sha256") == model.vocab.digest() and built == model_limits(model)
+    if not (path / "data.mdb").exists():
+        return f"{path} does not exist (prepare's store stage writes it)"
+    try:
+        checked_store(path, model.vocab, model_limits(model))
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
-def tokens_vocab(model):
-    """The vocabulary batches are tokenised with: the model's own."""
-    return model.vocab
+def store_compatible(prepared: Path, model) -> bool:
+    """Whether ``PREPARED/recipes.lmdb`` holds this model's token ids (vocabulary and limits)."""
+    return store_mismatch(prepared, model) is None
 
 
 def num_classes(prepared: Path) -> int:
@@ -59,7 +62,8 @@ def paired_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, on_gpu
     d = cfg.data
     folder = split_folder(d.prepared, "train")
     return make_loader(
-        folder, vocab=tokens_vocab(model), train=True, batch_size=d.batch_size, num_workers=d.num_workers,
+        folder, vocab=model.vocab,  # the model's own (minilm: WordPiece)
+        train=True, batch_size=d.batch_size, num_workers=d.num_workers,
         epoch_length=d.epoch_length or None, seed=cfg.train.seed, rank=rank, world_size=world_size,
         class_aware=d.class_aware, image_size=int(model.image_tower.image_size), decoder=d.decoder,
         embedder=model, normalize=not on_gpu, shuffle_size=d.shuffle_size, limits=model_limits(model),
@@ -90,11 +94,12 @@ def recipe_only_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, o
     from recipekit.pipeline.store import RecipeStore
 
     prepared = Path(cfg.data.prepared)
-    if not store_compatible(prepared, model):
+    why = store_mismatch(prepared, model)
+    if why is not None:
         raise ConfigError(
-            f"data.recipe_only_ratio: {prepared / 'recipes.lmdb'} was not built with this model's vocabulary and "
-            f"limits {model_limits(model)} (max_ingredients, max_instructions, max_tokens); set them in "
-            "[model.overrides] recipe = {...} or re-run prepare with --store-max-*"
+            f"data.recipe_only_ratio: {why}. The recipe-only batches need the store built with this model's "
+            f"vocabulary and limits {model_limits(model)} (max_ingredients, max_instructions, max_tokens); set them "
+            "in [model.overrides] recipe = {...} or re-run prepare with --store-max-*"
         )
     store = RecipeStore(prepared / "recipes.lmdb")
     keys = _recipe_only_keys(cfg, store)

@@ -46,14 +46,12 @@ class DistInfo:
 
 
 def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.device:
-    """``auto`` -> cuda (this process's GPU) when available, else cpu."""
-    name = str(device)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    """``auto`` -> cuda when available, else cpu (the evaluation's rule); a bare ``cuda`` becomes
+    this process's GPU (``local_rank``), which is made the current device."""
+    from recipekit.evaluation.embed import resolve_device as resolve
+
+    dev = resolve(str(device))
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for but torch sees no CUDA device")
         if dev.index is None:
             dev = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)

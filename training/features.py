@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from recipekit.pipeline.stagekit import atomic_path
 
 __all__ = ["FeatureSet", "TokenSource", "CachedPairLoader", "load_or_extract", "features_digest"]
 
@@ -144,15 +145,12 @@ def load_or_extract(model, prepared: Path, split: str, cache_dir: Path, *, decod
     if not write:
         raise FileNotFoundError(f"{meta}: feature cache missing (rank 0 should have written it)")
     fs = _extract(model, urls, decoder_name, batch_size, device or torch.device("cpu"), progress)
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_name(f"{npy.stem}.tmp-{os.getpid()}.npy")
-    np.save(tmp, fs.features)
-    os.replace(tmp, npy)
-    tmp_meta = meta.with_name(f"{meta.name}.tmp-{os.getpid()}")
-    tmp_meta.write_text(json.dumps({"split": split, "digest": digest, "shards": urls, "ids": fs.ids,
-                                    "offsets": fs.offsets.tolist(), "class_ids": fs.class_ids.tolist(),
-                                    "feature_dim": int(fs.features.shape[1])}), encoding="utf-8")
-    os.replace(tmp_meta, meta)
+    with atomic_path(npy) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no ".npy"
+        np.save(f, fs.features)
+    with atomic_path(meta) as tmp:  # written last: the pair is complete once the meta exists
+        tmp.write_text(json.dumps({"split": split, "digest": digest, "shards": urls, "ids": fs.ids,
+                                   "offsets": fs.offsets.tolist(), "class_ids": fs.class_ids.tolist(),
+                                   "feature_dim": int(fs.features.shape[1])}), encoding="utf-8")
     return fs
 
 

@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+from recipekit.pipeline.stagekit import atomic_path
 
 __all__ = ["RunLogger", "read_metrics", "plot_curves", "write_json", "write_environment"]
 
@@ -23,15 +24,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, obj: Any) -> None:
     """Indented, sorted JSON, written under a temporary name and renamed."""
-    _write_atomic(Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_environment(run_dir: Path, *, device, world_size: int, backend, amp: str, channels_last: bool,
@@ -76,10 +72,8 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
     if any(h.get("val") for h in history):
         ax_med.legend()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 class RunLogger:
@@ -98,7 +92,8 @@ class RunLogger:
             return
         kept = [h for h in read_metrics(self.metrics_path) if h.get("epoch", 0) <= resume_epoch]
         self.history = kept
-        _write_atomic(self.metrics_path, "".join(json.dumps(h) + "\n" for h in kept))
+        with atomic_path(self.metrics_path) as tmp:  # a resumed run drops the epochs after its checkpoint
+            tmp.write_text("".join(json.dumps(h) + "\n" for h in kept), encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from recipekit.pipeline.stagekit import atomic_path
 
 from . import build, checkpoint, data
 from .config import ConfigError, TrainConfig, load_config
@@ -262,9 +263,8 @@ class _Run:
         return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.cfg.train.epochs)
 
     def _save_best(self, epoch: int, metrics: dict | None) -> None:
-        tmp = self.best_path.with_name(f"best.pt.tmp-{os.getpid()}")
-        self.model.save(tmp)
-        os.replace(tmp, self.best_path)
+        with atomic_path(self.best_path) as tmp:
+            self.model.save(tmp)
         self.best = {"epoch": epoch + 1, "val": metrics}
         note = None if metrics else "no validation (train.val_every = 0): the latest epoch's model"
         write_json(self.run_dir / "best.json", {**self.best, "select": self.cfg.train.select, "note": note,
