@@ -34,8 +34,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from .parse import PARTITIONS
 from .stagekit import Stage, StageContext, atomic_dir, run_stage
 from .vocab import Vocabulary, tokenise_sample
@@ -290,7 +288,7 @@ def _encode_chunk(rows: list[tuple]) -> list[bytes]:
     return out
 
 
-def _encoded_chunks(ctx: StageContext, frame: pl.DataFrame, vocab_path: Path, limits, width) -> Iterator[tuple[list, list]]:
+def _encoded_chunks(ctx: StageContext, frame: "pl.DataFrame", vocab_path: Path, limits, width) -> Iterator[tuple[list, list]]:
     cols = ["id", "partition", "title", "ingredients", "instructions", "names", "class_id"]
     chunks = [frame.slice(i, CHUNK) for i in range(0, frame.height, CHUNK)]
     if ctx.workers <= 1 or len(chunks) <= 1:
@@ -304,6 +302,8 @@ def _encoded_chunks(ctx: StageContext, frame: pl.DataFrame, vocab_path: Path, li
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
+    import polars as pl  # the stage only: readers (RecipeStore, the loaders) need lmdb alone
+
     import lmdb
     from tqdm import tqdm
 

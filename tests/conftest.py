@@ -36,3 +36,39 @@ def demo_corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo-corpus")
     write_demo_corpus(out, recipes=400, seed=7, image_fraction=0.5, image_size=64, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def prepared_demo(tmp_path_factory) -> Path:
+    """600 demo recipes (half with 64 px photos) through every `prepare` stage (~3 s)."""
+    from recipekit.pipeline.demo import write_demo_corpus
+    from recipekit.pipeline.prepare import PrepareConfig, prepare
+    from recipekit.pipeline.shard import ShardParams
+    from recipekit.pipeline.word2vec import Word2VecParams
+
+    root = tmp_path_factory.mktemp("prepared-demo")
+    write_demo_corpus(root / "src", recipes=600, seed=7, image_fraction=0.5, image_size=64, workers=1)
+    config = PrepareConfig(word2vec=Word2VecParams(vector_size=16, epochs=1, min_count=2),
+                           shard=ShardParams(image_size=64, max_count=64))
+    prepare(root / "src", root / "out", config=config, workers=1, quiet=True)
+    return root / "out"
+
+
+@pytest.fixture(scope="session")
+def trained_demo_run(prepared_demo, tmp_path_factory) -> Path:
+    """A small ResNet-18 / transformer model trained 2 epochs on CPU on ``prepared_demo`` (RUN/best.pt)."""
+    from recipekit.training import train
+
+    cfg = {
+        "data": {"prepared": str(prepared_demo), "batch_size": 16, "num_workers": 0},
+        "model": {"embedder": "ht_resnet18",
+                  "overrides": {"embed_dim": 16, "image": {"image_size": 64, "weights": None},
+                                "recipe": {"hidden": 16, "heads": 2, "layers": 1, "ff_dim": 32}}},
+        "loss": {"name": "triplet"},
+        "optim": {"lr": 1e-3},
+        "train": {"epochs": 2, "seed": 0},
+        "log": {"progress": False, "tensorboard": False, "curves": False},
+    }
+    run = tmp_path_factory.mktemp("runs") / "demo"
+    train(cfg, run, device="cpu")
+    return run
