@@ -14,6 +14,10 @@ _DEFAULTS = {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000, "n_bags_la
 @click.option("--split", default="test", show_default=True, help="Split of the prepared folder to embed and score.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Prepared folder (default: data.prepared of RUN/config.resolved.json).")
+@click.option("--shards", default=None, metavar="LOCATION",
+              help="Read the split's shards from LOCATION instead of PREPARED/shards/SPLIT: a copy of "
+                   "PREPARED/shards (holding SPLIT/), a split folder, a brace pattern or pipe:CMD; local or any "
+                   "fsspec URL (https://, s3:// with s3fs). Default: the run's data.shards, if any.")
 @click.option("--bag-size", type=click.IntRange(1), default=_DEFAULTS["bag_size"], show_default=True)
 @click.option("--bags", "n_bags", type=click.IntRange(1), default=_DEFAULTS["n_bags"], show_default=True,
               help="Number of bags of --bag-size.")
@@ -33,7 +37,7 @@ _DEFAULTS = {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000, "n_bags_la
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: RUN/eval/SPLIT, or FOLDER/eval/STEM/SPLIT beside a checkpoint file).")
 @click.option("--plot", is_flag=True, help="Also write retrievals.png (top-5 retrievals of a few queries).")
-def eval_cmd(target, split, data, bag_size, n_bags, bag_size_large, n_bags_large, sampling, seed, image_pick,
+def eval_cmd(target, split, data, shards, bag_size, n_bags, bag_size_large, n_bags_large, sampling, seed, image_pick,
              device, batch_size, workers, limit, out, plot):
     """Score a trained model on a split: medR and R@1/5/10 in both directions, over bags of
     1k and 10k pairs (mean ± std), written to eval.json and eval.md (docs/evaluation.md).
@@ -46,8 +50,8 @@ def eval_cmd(target, split, data, bag_size, n_bags, bag_size_large, n_bags_large
         protocol = EvalProtocol(bag_size=bag_size, n_bags=n_bags, bag_size_large=bag_size_large,
                                 n_bags_large=n_bags_large, sampling=sampling, seed=seed, image_pick=image_pick)
         result = evaluate(target, split=split, data=data, protocol=protocol, out=out, plot=plot, device=device,
-                          batch_size=batch_size, num_workers=workers, limit=limit)
-    except (FileNotFoundError, ValueError) as exc:
+                          batch_size=batch_size, num_workers=workers, limit=limit, shards=shards)
+    except (OSError, ValueError) as exc:  # FileNotFoundError and unreachable shard URLs are OSErrors
         raise click.ClickException(str(exc)) from exc
     report = result.report
     click.echo(f"{report['data']['pairs']} pairs of split {split!r}, {sampling} bags, seed {seed}, "

@@ -34,7 +34,7 @@ def train_cmd(config, overrides, run_dir, resume, device, stop_after) -> None:
     try:
         result = train(config, run_dir, resume=resume, device=device, overrides=list(overrides),
                        stop_after=stop_after)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # ConfigError is a ValueError
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError; missing files, unreachable shard URLs
         raise click.ClickException(str(exc)) from exc
     if result.history:  # rank 0 only (the other ranks of a DDP job keep no history)
         summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,

@@ -1,6 +1,7 @@
 """Embed one split of a prepared folder with a :class:`~recipekit.embedders.JointEmbedder`.
 
-:func:`embed_split` reads ``PREPARED/shards/{split}`` with the eval loader (one pass, in shard
+:func:`embed_split` reads ``PREPARED/shards/{split}`` (or the ``shards`` given: any fsspec
+URL, ``pipe:``) with the eval loader (one pass, in shard
 order, a last short batch kept), runs one forward per batch under ``torch.no_grad()`` and
 returns the two embedding matrices with the recipe id of every row: row ``i`` of ``image``
 and row ``i`` of ``recipe`` are the same recipe, ``ids[i]``.
@@ -65,6 +66,19 @@ def split_folder(prepared: str | os.PathLike, split: str) -> Path:
     return folder
 
 
+def _prepared_store(prepared: str | os.PathLike | None, vocab: Any, limits: tuple[int, int, int]):
+    """``PREPARED/recipes.lmdb`` when it holds ``vocab``'s ids cut at ``limits``; else None."""
+    from recipekit.loaders.wds import checked_store
+
+    path = Path(prepared) / "recipes.lmdb" if prepared else None
+    if path is None or not (path / "data.mdb").exists():
+        return None
+    try:
+        return checked_store(path, vocab, limits)
+    except ValueError:
+        return None
+
+
 def embed_split(
     model: Any,
     prepared: str | os.PathLike,
@@ -76,6 +90,7 @@ def embed_split(
     device: Any = None,
     limit: int | None = None,
     seed: int = 0,
+    shards: str | os.PathLike | None = None,
 ) -> SplitEmbeddings:
     """Embed the image-recipe pairs of ``PREPARED/shards/{split}`` with ``model``.
 
@@ -83,7 +98,10 @@ def embed_split(
     seeded random one (``"random"``: fixed per recipe and ``seed``, whatever ``num_workers``).
     ``device``: where to run (None: where the model is; ``"auto"``: cuda when available).
     ``limit``: stop after that many pairs (the first the loader yields: shard order with
-    ``num_workers=0``). The model is put
+    ``num_workers=0``). ``shards``: this split's shards read from elsewhere instead (a split
+    folder, a URL fsspec reads, a brace pattern or a ``pipe:`` command:
+    :func:`recipekit.loaders.resolve_shards`); recipe tokens then come from
+    ``PREPARED/recipes.lmdb`` when it matches the model, else from each sample's JSON. The model is put
     in eval mode (and back in train mode afterwards if it was)."""
     import torch
     from recipekit.loaders import make_loader
@@ -92,13 +110,16 @@ def embed_split(
         raise ValueError(f"image_pick must be one of {', '.join(IMAGE_PICKS)}, not {image_pick!r}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit}")
-    folder = split_folder(prepared, split)
     dev = resolve_device(device, model)
     rcfg = model.config["recipe"]
     limits = (int(rcfg.get("max_ingredients", 20)), int(rcfg.get("max_instructions", 20)), int(rcfg.get("max_tokens", 15)))
+    if shards is None:
+        source, store = split_folder(prepared, split), "auto"
+    else:
+        source, store = shards, _prepared_store(prepared, model.vocab, limits)
     on_gpu = dev.type == "cuda"
     loader, info = make_loader(
-        folder, vocab=model.vocab, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
+        source, vocab=model.vocab, store=store, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
         rank=0, world_size=1, image_size=int(model.image_tower.image_size), embedder=model,
         normalize=not on_gpu, limits=limits, pin_memory=on_gpu, image_pick=image_pick,
     )

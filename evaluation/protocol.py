@@ -23,7 +23,8 @@ from .embed import IMAGE_PICKS, SplitEmbeddings, embed_split, resolve_device, sp
 from .metrics import DIRECTIONS, KS, evaluate_bags
 from .report import render_table, write_outputs
 
-__all__ = ["EvalProtocol", "EvalResult", "EvalTarget", "evaluate", "resolve_target", "score_protocol"]
+__all__ = ["EvalProtocol", "EvalResult", "EvalTarget", "evaluate", "resolve_target", "score_protocol",
+           "split_location"]
 
 FORMAT = "recipekit.eval/1"
 RUN_CONFIG = "config.resolved.json"
@@ -152,6 +153,26 @@ def resolve_target(target: str | os.PathLike, data: str | os.PathLike | None = N
     return EvalTarget(checkpoint.resolve(), prepared.resolve(), run.resolve() if run else None, config, default_out)
 
 
+def split_location(found: EvalTarget, split: str, shards: str | os.PathLike | None = None, *,
+                   data_given: bool = False) -> str | None:
+    """Where ``split``'s shards are read from, checked: ``shards`` (a copy of PREPARED/shards
+    holding ``{split}/``, that split folder itself, a brace pattern, a ``pipe:``; local or any
+    fsspec URL: :func:`recipekit.loaders.remote.split_shards`), else the run's ``data.shards``
+    unless another prepared folder was given; None means ``PREPARED/shards/{split}``."""
+    from recipekit.loaders.remote import split_shards
+
+    if shards is None and not data_given:
+        shards = ((found.run_config or {}).get("data") or {}).get("shards") or None
+    if shards is None:
+        split_folder(found.prepared, split)
+        return None
+    location = split_shards(shards, split)
+    from recipekit.loaders import resolve_shards
+
+    resolve_shards(location)  # unreachable, missing: an error naming the URL before the model loads
+    return location
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -205,6 +226,7 @@ def evaluate(
     num_workers: int = 0,
     limit: int | None = None,
     write: bool = True,
+    shards: str | os.PathLike | None = None,
 ) -> EvalResult:
     """Embed ``split`` once with the model of ``target`` and score ``protocol`` on it.
 
@@ -212,12 +234,17 @@ def evaluate(
     prepared folder (default: the run's). ``out``: where eval.json / eval.md (/ retrievals.png)
     go (default ``RUN/eval/{split}/``, or ``FOLDER/eval/{stem}/{split}/`` beside a checkpoint
     file); ``write=False`` writes nothing. ``limit``: embed only the first that many pairs
-    (smoke tests; recorded in the report)."""
+    (smoke tests; recorded in the report). ``shards``: read the split's shards from there
+    instead of ``PREPARED/shards/{split}`` (see :func:`split_location`; default: the run's
+    ``data.shards`` when ``data`` is not given)."""
     from recipekit.embedders import load_embedder
 
     protocol = protocol or EvalProtocol()
     found = resolve_target(target, data, split=split)
-    split_folder(found.prepared, split)  # a clear error before loading the model
+    location = split_location(found, split, shards, data_given=data is not None)  # a clear error before loading
+    if plot and location is not None and not Path(location).is_dir():
+        raise ValueError(f"{location}: --plot reads the photos back from a local shard folder; "
+                         "plot with the local PREPARED/shards instead")
     try:
         model = load_embedder(found.checkpoint)
     except Exception as exc:  # an unreadable or foreign file: say which
@@ -225,10 +252,10 @@ def evaluate(
     dev = resolve_device(device)
     started = time.perf_counter()
     emb = embed_split(model, found.prepared, split, image_pick=protocol.image_pick, batch_size=batch_size,
-                      num_workers=num_workers, device=dev, limit=limit, seed=protocol.seed)
+                      num_workers=num_workers, device=dev, limit=limit, seed=protocol.seed, shards=location)
     embed_s = time.perf_counter() - started
     if len(emb) == 0:
-        raise ValueError(f"{found.prepared / 'shards' / split}: no pairs to evaluate")
+        raise ValueError(f"{location or found.prepared / 'shards' / split}: no pairs to evaluate")
     started = time.perf_counter()
     bags = score_protocol(emb.image, emb.recipe, protocol)
     score_s = time.perf_counter() - started
@@ -243,7 +270,8 @@ def evaluate(
             "embedder": model.config.get("name"),
             "run": str(found.run) if found.run else None,
         },
-        "data": {"prepared": str(found.prepared), "split": split, "pairs": len(emb), "limit": limit},
+        "data": {"prepared": str(found.prepared), "split": split, "pairs": len(emb), "limit": limit,
+                 **({"shards": str(location)} if location is not None else {})},
         "protocol": {
             **{k: v for k, v in asdict(protocol).items()},
             "bag_sizes": [s for s, _ in protocol.bag_specs()],
@@ -268,7 +296,7 @@ def evaluate(
         from .plot import plot_retrievals
 
         report["outputs"]["plot"] = "retrievals.png"
-        plot_retrievals(emb, split_folder(found.prepared, split), out_dir / "retrievals.png",
+        plot_retrievals(emb, location or split_folder(found.prepared, split), out_dir / "retrievals.png",
                         bag_size=protocol.bag_size, sampling=protocol.sampling, seed=protocol.seed)
     write_outputs(report, out_dir)
     return EvalResult(report, out_dir.resolve(), emb)

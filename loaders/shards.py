@@ -69,33 +69,43 @@ def _expand(pattern: str) -> list[str]:
 
 
 def resolve_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> ShardSpec:
-    """Tar paths from a shard folder (``OUT/shards/train``: its ``sizes.json`` lists the shards),
+    """Shard URLs from a shard folder (``OUT/shards/train``: its ``sizes.json`` lists the shards),
     a brace pattern (``.../train-{000000..000009}.tar``), one path, or a list of those.
-    Sample counts come from the ``sizes.json`` beside the shards when it lists every one;
-    shards it counts as empty are left out."""
+    Each may be a local path, a ``file://`` URL, a ``pipe:`` command or any URL fsspec reads
+    (``https://``, ``s3://``...; a remote folder is read through its ``sizes.json``:
+    :mod:`recipekit.loaders.remote`). Sample counts come from the ``sizes.json`` beside the
+    shards when it lists every one (none for ``pipe:``); shards it counts as empty are left out."""
+    from .remote import is_remote, join_url, local_path, names_shards, read_json
+
     items = [shards] if isinstance(shards, (str, os.PathLike)) else list(shards)
     urls: list[str] = []
     for item in items:
-        path = Path(item)
-        if path.is_dir():
-            sizes_file = path / "sizes.json"
+        item = os.fspath(item)
+        path = local_path(item)
+        if path is not None and Path(path).is_dir():
+            sizes_file = Path(path) / "sizes.json"
             if sizes_file.exists():
                 names = sorted(json.loads(sizes_file.read_text(encoding="utf-8")))
             else:
-                names = sorted(p.name for p in path.glob("*.tar"))
-            urls.extend(str(path / n) for n in names)
+                names = sorted(p.name for p in Path(path).glob("*.tar"))
+            urls.extend(str(Path(path) / n) for n in names)
+        elif path is None and not names_shards(item):  # a remote split folder: its sizes.json lists the tars
+            listed = read_json(join_url(item, "sizes.json"), missing_ok=False)
+            urls.extend(join_url(item, n) for n in sorted(listed))
         else:
-            urls.extend(_expand(str(item)))
+            urls.extend(_expand(item if path is None else path))  # file:// URLs become local paths
     if not urls:
         raise ValueError(f"no shards found in {shards!r}")
     sizes: list[int] | None = []
-    cache: dict[Path, dict[str, int]] = {}
+    cache: dict[str, dict[str, int]] = {}
     for url in urls:
-        folder = Path(url).parent
+        if url.startswith("pipe:"):  # a command: no sizes.json to read
+            sizes = None
+            break
+        folder, _, name = url.rpartition("/") if is_remote(url) else (str(Path(url).parent), "", Path(url).name)
         if folder not in cache:
-            f = folder / "sizes.json"
-            cache[folder] = json.loads(f.read_text(encoding="utf-8")) if f.exists() else {}
-        n = cache[folder].get(Path(url).name)
+            cache[folder] = read_json(join_url(folder, "sizes.json")) or {}
+        n = cache[folder].get(name)
         if n is None:
             sizes = None
             break

@@ -10,8 +10,8 @@ a quarter of a worker's time (docs/benchmarks.md). Here a member costs one ``rea
 It reads POSIX ustar members, GNU long names (``L``) and pax ``path``/``size`` records
 (``x``; global ``g`` headers are ignored); directories, links and other special members
 are skipped. A bad checksum or a truncated member raises ``ValueError`` naming the shard and
-byte offset. Local paths are opened directly; anything else (``pipe:``, URLs) through
-webdataset's ``gopen``.
+byte offset. Local paths are opened directly; ``pipe:`` commands and URLs as
+:func:`recipekit.loaders.remote.open_shard` says (webdataset's ``gopen``, fsspec).
 """
 
 from __future__ import annotations
@@ -99,11 +99,9 @@ def split_key(name: str) -> tuple[str, str] | tuple[None, None]:
 
 
 def _open(url: str) -> BinaryIO:
-    if "://" in url or url.startswith("pipe:"):
-        from webdataset.gopen import gopen
+    from .remote import open_shard
 
-        return gopen(url, "rb")
-    return open(url, "rb", buffering=1 << 20)
+    return open_shard(url)
 
 
 class tar_samples:

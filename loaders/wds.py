@@ -210,8 +210,12 @@ def _auto_store(urls, vocab: Any, limits: tuple[int, int, int]):
     was built with this vocabulary and these limits; else None (tokenise the JSON)."""
     from pathlib import Path
 
+    from .remote import is_remote
+
+    if any(is_remote(u) for u in urls):  # remote shards: give the local store explicitly
+        return None
     folders = {Path(u).parent for u in urls}
-    if len(folders) != 1 or any("://" in str(u) for u in urls[:1]):
+    if len(folders) != 1:
         return None
     (folder,) = folders
     candidate = folder.parent.parent / "recipes.lmdb"

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .config import ConfigError, TrainConfig
-from .distributed import DistInfo, gather_labels, gather_with_local_grad
+from .distributed import DistInfo, gather_labels, gather_with_local_grad, scale_grad
 
 __all__ = ["build_model", "build_losses", "build_optimizer", "LRFactor", "AmpSettings", "amp_settings",
            "TrainStep", "set_backbone_frozen", "backbone_frozen_at"]
@@ -170,8 +170,8 @@ def amp_settings(mode: str, device: torch.device) -> AmpSettings:
 class TrainStep(nn.Module):
     """Model + losses; ``forward`` returns a batch's losses (so DDP syncs the gradients of the
     loss modules' parameters too). ``total`` is what to back-propagate: the image-recipe loss
-    (x world_size when it was computed on the gathered global batch, see
-    :mod:`recipekit.training.distributed`) + recipe_weight x H-T's recipe loss +
+    (computed on the gathered global batch, its gradient into this rank's embeddings x
+    world_size: see :mod:`recipekit.training.distributed`) + recipe_weight x H-T's recipe loss +
     matching_weight x T-Food's matching loss; the other entries are unscaled, for logging."""
 
     def __init__(self, model, loss, recipe_loss, cfg: TrainConfig, info: DistInfo, amp: AmpSettings):
@@ -182,6 +182,8 @@ class TrainStep(nn.Module):
         # InfoNCE gathers by itself; every other loss sees the global batch gathered here
         self.gather = info.distributed and cfg.loss.name != "infonce"
         local_with_grad = cfg.loss.options.get("local_loss") and cfg.loss.options.get("gather_with_grad")
+        # the gradient reaching this rank's embeddings is scaled (not the loss: the loss's own
+        # parameters, e.g. InfoNCE's temperature, see the global batch on every rank already)
         self.pair_scale = float(info.world_size) if info.distributed and not local_with_grad else 1.0
 
     def _autocast(self):
@@ -208,11 +210,13 @@ class TrainStep(nn.Module):
                 rl = self._recipe_term(out.components)
                 return {"total": self.recipe_weight * rl, "recipe_only": rl.detach()}
             img, rec = out.image.float(), out.recipe.float()
+            if self.pair_scale != 1.0:
+                img, rec = scale_grad(img, self.pair_scale), scale_grad(rec, self.pair_scale)
             if self.gather:
                 img, rec = gather_with_local_grad(img, self.info), gather_with_local_grad(rec, self.info)
                 labels = gather_labels(labels, self.info) if labels is not None else None
             pair = self.loss(img, rec, labels)
-            total = pair * self.pair_scale
+            total = pair
             out_losses["pair"] = pair.detach()
             if self.recipe_loss is not None:
                 rl = self._recipe_term(out.components)

@@ -31,7 +31,8 @@ FORMAT = "recipekit.train-checkpoint/1"
 
 # Keys that may differ between a checkpoint's config and the config of the run resuming it.
 RESUMABLE_CHANGES = ("train.epochs", "train.val_every", "ddp.timeout_minutes", "ddp.find_unused_parameters",
-                     "data.val_batch_size", "log.progress", "log.tensorboard", "log.curves", "log.log_every")
+                     "data.val_batch_size", "log.progress", "log.tensorboard", "log.curves", "log.log_every",
+                     "data.shards", "data.train_shards", "data.val_shards")  # the same shards, moved
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

@@ -32,6 +32,9 @@ def validate(cfg: TrainConfig, src: str) -> None:
     _positive(src, "data.recipe_only_ratio", d.recipe_only_ratio, zero_ok=True)
     _choice(src, "data.recipe_only_set", d.recipe_only_set, ("no_images", "all"))
     _choice(src, "data.decoder", d.decoder, ("auto", "pil", "torchvision"))
+    if t.cache_features and (d.shards or d.train_shards or d.val_shards):
+        raise ConfigError(f"{src}: train.cache_features reads PREPARED/shards; it cannot be combined with "
+                          "data.shards / data.train_shards / data.val_shards")
     _positive(src, "optim.lr", o.lr)
     for key in ("weight_decay", "grad_clip", "warmup_epochs", "min_lr_ratio"):
         _positive(src, f"optim.{key}", getattr(o, key), zero_ok=True)

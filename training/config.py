@@ -55,6 +55,9 @@ class DataConfig:
     shuffle_size: int = 2000  # shuffle buffer of the training loader
     val_batch_size: int = 0  # 0 = batch_size
     feature_cache: str = ""  # cached-features mode: cache folder; "" = RUN/features
+    shards: str = ""  # where train/ and val/ shard folders are: "" = PREPARED/shards; a folder or URL (docs)
+    train_shards: str = ""  # the train shards: split folder, URL, brace pattern or pipe:; "" = from data.shards
+    val_shards: str = ""  # the val shards (validation), likewise; "" = from data.shards
 
 
 @dataclass
@@ -249,6 +252,10 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
     cfg.data.prepared = os.path.abspath(os.path.expanduser(cfg.data.prepared)) if cfg.data.prepared else ""
     if cfg.data.feature_cache:
         cfg.data.feature_cache = os.path.abspath(os.path.expanduser(cfg.data.feature_cache))
+    for key in ("shards", "train_shards", "val_shards"):  # local paths absolute, URLs and pipe: as given
+        value = getattr(cfg.data, key)
+        if value and "://" not in value and not value.startswith("pipe:"):
+            setattr(cfg.data, key, os.path.abspath(os.path.expanduser(value)))
     from .checks import validate
 
     validate(cfg, source)

@@ -2,7 +2,9 @@
 which an epoch interleaves their batches.
 
 Paired batches come from :func:`recipekit.loaders.make_loader` over ``PREPARED/shards/train``
-(a random photo per recipe, the training augmentation, fixed-length epochs split over ranks).
+or where ``data.shards`` / ``data.train_shards`` say (any fsspec URL, ``pipe:``; the LMDB
+store, the vocabulary and word2vec stay in PREPARED): a random photo per recipe, the
+training augmentation, fixed-length epochs split over ranks.
 Recipe-only batches come from :func:`recipekit.loaders.recipe_only_loader` over the LMDB
 store: the train recipes without photos (``data.recipe_only_set = "no_images"``, as H-T's
 ``*_noimages`` split) or all train recipes (``"all"``). An epoch is ``plan(n_paired, ratio)``:
@@ -18,7 +20,7 @@ from typing import Any, Iterator
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["model_limits", "paired_loader", "recipe_only_batches", "plan_epoch", "store_compatible", "store_mismatch",
+__all__ = ["batch_arithmetic", "check_split", "describe_batch", "model_limits", "paired_loader", "shard_location", "recipe_only_batches", "plan_epoch", "store_compatible", "store_mismatch",
            "num_classes"]
 
 
@@ -55,20 +57,57 @@ def num_classes(prepared: Path) -> int:
     return len(json.loads(path.read_text(encoding="utf-8")))
 
 
+def shard_location(cfg: TrainConfig, split: str) -> str | None:
+    """Where the ``split`` ("train" or "val") shards are read from: ``data.{split}_shards`` as
+    given (a split folder, URL, brace pattern or ``pipe:``), else the split under
+    ``data.shards`` (:func:`recipekit.loaders.remote.split_shards`); None: ``PREPARED/shards/{split}``."""
+    d = cfg.data
+    explicit = {"train": d.train_shards, "val": d.val_shards}.get(split, "")
+    if explicit:
+        return explicit
+    if d.shards:
+        from recipekit.loaders.remote import split_shards
+
+        return split_shards(d.shards, split)
+    return None
+
+
+def check_split(cfg: TrainConfig, split: str) -> None:
+    """Fail early (an error naming the folder or URL) when the ``split`` shards cannot be found."""
+    location = shard_location(cfg, split)
+    if location is None:
+        from recipekit.evaluation.embed import split_folder
+
+        split_folder(cfg.data.prepared, split)
+    else:
+        from recipekit.loaders import resolve_shards
+
+        resolve_shards(location)
+
+
 def paired_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, on_gpu: bool):
     from recipekit.evaluation.embed import split_folder
     from recipekit.loaders import make_loader
 
     d = cfg.data
-    folder = split_folder(d.prepared, "train")
-    return make_loader(
-        folder, vocab=model.vocab,  # the model's own (minilm: WordPiece)
+    location = shard_location(cfg, "train")
+    if location is None:
+        source, store = split_folder(d.prepared, "train"), "auto"
+    else:  # shards elsewhere; the token store stays in PREPARED (used when it matches the model)
+        store_path = Path(d.prepared) / "recipes.lmdb"
+        source, store = location, store_path if store_compatible(Path(d.prepared), model) else None
+    loader, info = make_loader(
+        source, vocab=model.vocab,  # the model's own (minilm: WordPiece)
         train=True, batch_size=d.batch_size, num_workers=d.num_workers,
         epoch_length=d.epoch_length or None, seed=cfg.train.seed, rank=rank, world_size=world_size,
         class_aware=d.class_aware, image_size=int(model.image_tower.image_size), decoder=d.decoder,
         embedder=model, normalize=not on_gpu, shuffle_size=d.shuffle_size, limits=model_limits(model),
-        pin_memory=on_gpu, persistent_workers=d.num_workers > 0,
+        pin_memory=on_gpu, persistent_workers=d.num_workers > 0, store=store,
     )
+    if info.batches_per_epoch is None:
+        raise ConfigError(f"data.epoch_length: the sample counts of the train shards {location or source} are "
+                          "unknown (no sizes.json beside them, e.g. pipe: commands); set data.epoch_length")
+    return loader, info
 
 
 def _recipe_only_keys(cfg: TrainConfig, store) -> list[str]:
@@ -120,6 +159,37 @@ def recipe_only_batches(loader, epoch: int) -> Iterator[dict[str, Any]]:
         loader.set_epoch(epoch * 1000 + k)
         yield from loader
         k += 1
+
+
+def batch_arithmetic(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+    """How many pairs one optimiser step and one loss evaluation see (RUN/environment.json).
+
+    ``effective_batch`` = ``data.batch_size`` (per rank) x ``world_size`` x ``train.accumulate``:
+    the pairs whose gradients one optimiser step averages. ``loss_batch`` = ``batch_size`` x
+    ``world_size``: the pairs one evaluation of the image-recipe loss sees, i.e. where its
+    in-batch negatives come from. Every recipekit loss gathers the embeddings of all ranks
+    (:mod:`recipekit.training.distributed`), so ranks enlarge the loss batch; accumulation
+    does not (each micro-batch is its own loss batch, docs/training.md). With recipe-only
+    batches (``data.recipe_only_ratio`` r) the ``accumulate`` micro-batches of a step are
+    paired and recipe-only ones in the ratio 1 : r: ``paired_per_step`` = ``effective_batch``
+    / (1 + r) pairs on average (``effective_batch`` when r = 0)."""
+    b, a, r = cfg.data.batch_size, cfg.train.accumulate, cfg.data.recipe_only_ratio
+    return {"batch_size_per_rank": b, "world_size": int(world_size), "accumulate": a,
+            "effective_batch": b * world_size * a, "loss_batch": b * world_size, "recipe_only_ratio": r,
+            "paired_per_step": round(b * world_size * a / (1.0 + r), 1)}
+
+
+def describe_batch(arith: dict[str, Any]) -> str:
+    """The one-line summary the trainer prints first."""
+    a = arith
+    mixed = a["recipe_only_ratio"] > 0
+    text = (f"batch: {a['batch_size_per_rank']} pairs per rank x {a['world_size']} rank(s) x {a['accumulate']} "
+            f"accumulation step(s) = {a['effective_batch']} {'micro-batch slots' if mixed else 'pairs'} per optimiser "
+            f"step; each loss evaluation sees {a['loss_batch']} pairs (its in-batch negatives)")
+    if mixed:
+        text += (f"; micro-batches are paired and recipe-only 1 : {a['recipe_only_ratio']:g}, so about "
+                 f"{a['paired_per_step']:g} pairs per step")
+    return text
 
 
 def plan_epoch(n_paired: int, ratio: float) -> list[str]:

@@ -10,8 +10,11 @@ Contrastive losses need every rank's embeddings: :func:`gather_with_local_grad` 
 them, the other ranks' parts as constants and the local part as the tensor itself, so its
 gradient flows. Every rank then computes the loss of the global batch; the gradient each
 rank computes is the part of the global gradient that flows through its own samples, so the
-trainer multiplies the loss by ``world_size`` before ``backward`` and DDP's gradient average
-gives exactly the single-process gradient of the global batch (tested).
+trainer multiplies the gradient reaching the local embeddings by ``world_size``
+(:func:`scale_grad`) and DDP's gradient average gives exactly the single-process gradient of
+the global batch (tested for every loss, tests/test_effective_batch.py). The loss itself is
+not scaled: parameters of the loss (InfoNCE's temperature, a classifier head) already get
+the whole global-batch gradient on every rank.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "teardown", "barrier", "gather_with_local_grad", "gather_labels",
+__all__ = ["DistInfo", "setup", "teardown", "barrier", "gather_with_local_grad", "gather_labels", "scale_grad",
            "mean_over_ranks", "resolve_device"]
 
 
@@ -112,6 +115,22 @@ def gather_with_local_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     from recipekit.losses.infonce import gather_features
 
     return gather_features(x, info.rank, info.world_size, with_grad=False)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, factor: float):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
+def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` unchanged; its gradient multiplied by ``factor`` on the way back."""
+    return _ScaleGrad.apply(x, float(factor))
 
 
 def gather_labels(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

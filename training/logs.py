@@ -31,8 +31,10 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_environment(run_dir: Path, *, device, world_size: int, backend, amp: str, channels_last: bool,
-                      cache_features: bool, steps_per_epoch: int, resumed_at: int | None) -> None:
-    """``RUN/environment.json``: what this call of the trainer ran on."""
+                      cache_features: bool, steps_per_epoch: int, resumed_at: int | None,
+                      batch: dict | None = None) -> None:
+    """``RUN/environment.json``: what this call of the trainer ran on (``batch``: the batch
+    arithmetic, :func:`recipekit.training.data.batch_arithmetic`)."""
     import platform
     import time
 
@@ -43,7 +45,7 @@ def write_environment(run_dir: Path, *, device, world_size: int, backend, amp: s
         "python": platform.python_version(), "torch": torch.__version__, "device": str(device), "device_name": name,
         "cpu_threads": torch.get_num_threads(), "world_size": world_size, "backend": backend, "amp": amp,
         "channels_last": channels_last, "cache_features": cache_features, "steps_per_epoch": steps_per_epoch,
-        "resumed_at_epoch": resumed_at, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        "resumed_at_epoch": resumed_at, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "batch": batch})
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> None:

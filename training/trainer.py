@@ -106,7 +106,10 @@ class _Run:
         if info.is_main:
             write_environment(self.run_dir, device=self.dev, world_size=info.world_size, backend=info.backend,
                               amp=self.amp.name, channels_last=self.channels_last, cache_features=self.cached,
-                              steps_per_epoch=self.steps_per_epoch, resumed_at=self.epoch if self.resume else None)
+                              steps_per_epoch=self.steps_per_epoch, resumed_at=self.epoch if self.resume else None,
+                              batch=data.batch_arithmetic(cfg, info.world_size))
+            if cfg.log.progress:
+                print(data.describe_batch(data.batch_arithmetic(cfg, info.world_size)), file=sys.stderr, flush=True)
 
     def _make_data(self) -> None:
         cfg, info = self.cfg, self.info
@@ -134,9 +137,7 @@ class _Run:
             self.loader, self.loader_info = data.paired_loader(cfg, self.model, rank=info.rank,
                                                                world_size=info.world_size, on_gpu=self.on_gpu)
             if cfg.train.val_every > 0:  # fail now, not after the first epoch
-                from recipekit.evaluation.embed import split_folder
-
-                split_folder(prepared, "val")
+                data.check_split(cfg, "val")
         self.n_paired = len(self.loader)
         if self.n_paired == 0:
             raise ConfigError(f"data.batch_size = {cfg.data.batch_size}: the train split gives no full batch per rank")
@@ -183,7 +184,7 @@ class _Run:
         self.loader.set_epoch(epoch)
         paired = iter(self.loader)
         recipe_only = data.recipe_only_batches(self.ro_loader, epoch) if self.ro_loader is not None else None
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, Any] = defaultdict(float)  # float64 tensors on the device (see _account)
         counts: dict[str, float] = defaultdict(float)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         bar = tqdm(total=len(plan), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
@@ -207,7 +208,7 @@ class _Run:
             if last:
                 self._optimizer_step(params)
                 if self.info.is_main and self.global_step % cfg.log.log_every == 0:
-                    self.logger.scalars({"train/step_loss": objective, "train/lr": self.optimizer.param_groups[0]["lr"]},
+                    self.logger.scalars({"train/step_loss": float(objective), "train/lr": self.optimizer.param_groups[0]["lr"]},
                                         self.global_step)
             bar.update(1)
         bar.close()
@@ -215,7 +216,7 @@ class _Run:
             pass
         seconds = time.perf_counter() - start
         keys = sorted(set(sums) | set(counts))
-        reduced = mean_over_ranks([sums[k] for k in keys] + [counts[k] for k in keys], self.info)
+        reduced = mean_over_ranks([float(sums[k]) for k in keys] + [counts[k] for k in keys], self.info)
         sums, counts = dict(zip(keys, reduced[: len(keys)])), dict(zip(keys, reduced[len(keys) :]))
 
         def mean(k):
@@ -225,18 +226,25 @@ class _Run:
                 "loss_recipe_only": mean("recipe_only"), "loss_matching": mean("matching"), "seconds": seconds,
                 "images_per_s": counts.get("images", 0) * self.info.world_size / max(seconds, 1e-9)}
 
-    def _account(self, kind, losses, n, sums, counts) -> float:
-        """Add a micro-batch's losses to the epoch sums; return its unscaled objective."""
+    def _account(self, kind, losses, n, sums, counts):
+        """Add a micro-batch's losses to the epoch sums and return its unscaled objective, all as
+        float64 tensors on the device: reading a loss as a Python float would synchronise the host
+        with the GPU every step (the GPU then idles while the host fetches and launches the next
+        step); they are read once per epoch and at logging steps. Same sums, in the same order, as
+        Python floats would give."""
         w, mw = self.cfg.loss.recipe_weight, self.cfg.loss.matching_weight
         if kind == "recipe":
-            objective = w * float(losses["recipe_only"])
+            objective = w * losses["recipe_only"].double()
         else:
             counts["images"] += n
-            objective = float(losses["pair"]) + w * float(losses.get("recipe", 0.0)) + mw * float(
-                losses.get("matching", 0.0))
+            objective = losses["pair"].double()
+            if "recipe" in losses:
+                objective = objective + w * losses["recipe"].double()
+            if "matching" in losses:
+                objective = objective + mw * losses["matching"].double()
         for key in ("pair", "recipe", "recipe_only", "matching"):
             if key in losses:
-                sums[key] += float(losses[key])
+                sums[key] += losses[key].double()
                 counts[key] += 1
         sums["objective"] += objective
         counts["objective"] += 1

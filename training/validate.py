@@ -61,8 +61,11 @@ def validate(cfg: TrainConfig, model, device, *, cached=None) -> dict[str, Any]:
     else:
         from recipekit.evaluation.embed import embed_split
 
+        from .data import shard_location
+
         emb = embed_split(model, cfg.data.prepared, "val", image_pick="first", batch_size=batch_size,
-                          num_workers=cfg.data.num_workers, device=device, limit=t.val_limit or None)
+                          num_workers=cfg.data.num_workers, device=device, limit=t.val_limit or None,
+                          shards=shard_location(cfg, "val"))
         image, recipe = emb.image, emb.recipe
     if len(image) < 2:
         raise ValueError(f"{cfg.data.prepared}: the val split has {len(image)} pairs; model selection needs at least 2")
