@@ -142,10 +142,16 @@ def demo_cmd(out, recipes, seed, device, overrides, quiet):
 
 
 from .eval_cmd import eval_cmd  # noqa: E402  (each command lives in its own module)
+from .serve_cmd import plot_cmd, serve_cmd  # noqa: E402
+from .search_cmd import index_cmd, search_cmd  # noqa: E402
 from .train_cmd import train_cmd  # noqa: E402
 
 main.add_command(train_cmd)
 main.add_command(eval_cmd)
+main.add_command(plot_cmd)
+main.add_command(serve_cmd)
+main.add_command(index_cmd)
+main.add_command(search_cmd)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,20 @@
 
 import subprocess
 import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"pipeline": "recipekit/pipeline", "embedders": "recipekit/embedders", "losses": "recipekit/losses",
-           "cli": "recipekit/cli"}
+# every folder that pyproject.toml maps to a recipekit subpackage, and the file kinds they ship
+FOLDERS = {folder: package.replace(".", "/") for package, folder in
+           tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].items()}
+SUFFIXES = {".py", ".json", ".txt", ".toml", ".html", ".js", ".css"}
 
 
 @pytest.mark.slow
@@ -21,8 +27,9 @@ def test_wheel_contains_every_module_and_data_file(tmp_path):
     expected = set()
     for folder, package in FOLDERS.items():
         for path in (ROOT / folder).rglob("*"):
-            if path.is_file() and path.suffix in {".py", ".json", ".txt"} and "__pycache__" not in path.parts:
+            if path.is_file() and path.suffix in SUFFIXES and "__pycache__" not in path.parts:
                 expected.add(f"{package}/{path.relative_to(ROOT / folder).as_posix()}")
+    assert {"recipekit/search/static/index.html", "recipekit/configs/ht.toml"} <= expected
     assert expected - names == set()
     assert not any(n.startswith("recipekit/__init__") for n in names)  # a namespace package
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

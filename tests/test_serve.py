@@ -1,0 +1,323 @@
+"""`recipekit serve`: the HTTP endpoints and their errors (the server keeps serving after each),
+a model/index mismatch, the CLI, and the page end to end in headless Chromium (Selenium).
+
+The browser test needs Debian's ``chromium`` and ``chromedriver`` (`make browser` installs them as
+root with apt-get; `make test` does it first). Without them it skips, except under ``CI=true``,
+where it fails: CI must run every check."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("faiss")
+
+from PIL import Image  # noqa: E402
+
+from recipekit.search import SearchError  # noqa: E402
+from recipekit.search.server import make_server, open_engine  # noqa: E402
+
+MAX_UPLOAD = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(trained_demo_run, prepared_demo, tmp_path_factory):
+    """The server on 127.0.0.1:0 in a thread; its index folder is empty at first, so it is built
+    (``build_index``) the way `recipekit serve` builds a missing one."""
+    said: list[str] = []
+    srv = make_server(trained_demo_run, prepared_demo, port=0, index=tmp_path_factory.mktemp("serve") / "index",
+                      max_upload_bytes=MAX_UPLOAD, echo=said.append).start()
+    srv.said = said
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def index_dir(server) -> Path:
+    return server.engine.index_dir
+
+
+def test_a_missing_index_is_built_once_and_said(server, trained_demo_run, prepared_demo, index_dir, tmp_path):
+    assert len(server.said) == 1 and "no index in" in server.said[0] and "building it" in server.said[0]
+    assert (index_dir / "meta.json").is_file() and len(server.engine) > 0
+    said: list[str] = []
+    again = open_engine(trained_demo_run, prepared_demo, index=index_dir, echo=said.append)
+    assert said == [] and len(again) == len(server.engine)  # reused, not rebuilt
+    with pytest.raises(SearchError, match=r"no index; build it with `recipekit index"):
+        open_engine(trained_demo_run, prepared_demo, index=tmp_path / "empty", build=False)
+
+
+def _request(url, data=None, headers=None, method=None):
+    """(status, content type, body) of one request; HTTP errors are answers too."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
+def _get_json(url, **kw):
+    status, ctype, body = _request(url, **kw)
+    assert ctype.startswith("application/json"), (status, ctype, body[:200])
+    return status, json.loads(body)
+
+
+def _photo(server) -> bytes:
+    images = server.engine.images
+    return server.engine.image_bytes(images["recipe_id"][0], images["position"][0])
+
+
+def _ingredient_query(engine) -> tuple[str, str]:
+    """A frequent ingredient and another frequent one to leave out."""
+    names = engine.ingredients.names
+    return names[0], names[1]
+
+
+def test_page_classes_and_a_photo_query(server):
+    status, ctype, body = _request(server.url)
+    assert status == 200 and ctype.startswith("text/html") and b'id="photo-form"' in body and b"/static/app.js" in body
+    for name in ("app.js", "app.css"):
+        status, _, body = _request(server.url + "static/" + name)
+        assert status == 200 and len(body) > 200
+    status, info = _get_json(server.url + "api/classes")
+    assert status == 200 and info["classes"] == server.engine.classes() and info["recipes"] == len(server.engine)
+    jpeg = _photo(server)
+    status, out = _get_json(server.url + "api/image?k=5", data=jpeg, headers={"Content-Type": "image/jpeg"})
+    assert status == 200 and len(out["hits"]) == 5 and [h["rank"] for h in out["hits"]] == [1, 2, 3, 4, 5]
+    scores = [h["score"] for h in out["hits"]]
+    assert scores == sorted(scores, reverse=True) and all(h["kind"] == "recipe" for h in out["hits"])
+    with_photo = [h for h in out["hits"] if h["photo"]]
+    assert with_photo, out["hits"]
+    status, ctype, body = _request(server.url + with_photo[0]["photo"].lstrip("/"))
+    assert status == 200 and ctype == "image/jpeg" and Image.open(io.BytesIO(body)).size[0] > 0
+
+
+def test_multipart_upload_matches_the_raw_body(server):
+    jpeg = _photo(server)
+    boundary = "xyzBOUNDARY"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + jpeg + f"\r\n--{boundary}--\r\n".encode()
+    status, multi = _get_json(server.url + "api/image?k=3", data=body,
+                              headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    status_raw, raw = _get_json(server.url + "api/image?k=3", data=jpeg, headers={"Content-Type": "image/jpeg"})
+    assert status == status_raw == 200
+    assert [h["recipe_id"] for h in multi["hits"]] == [h["recipe_id"] for h in raw["hits"]]
+
+
+def test_ingredient_query_with_without_and_class(server):
+    engine = server.engine
+    want, drop = _ingredient_query(engine)
+    status, out = _get_json(server.url + f"api/ingredients?q={want}&without={drop}&k=8")
+    assert status == 200 and 0 < len(out["hits"]) <= 8 and out["query"]["without"] == drop
+    rows = {rid: i for i, rid in enumerate(engine.recipes["recipe_id"])}
+    for hit in out["hits"]:
+        assert hit["kind"] == "image" and hit["photo"] == f"/api/photo/{hit['recipe_id']}/{hit['image_index']}"
+        assert drop not in engine.recipes["ingredients"][rows[hit["recipe_id"]]]
+    cls = engine.classes()[0]
+    status, out = _get_json(server.url + "api/ingredients?" + urllib.parse.urlencode({"q": want, "class": cls}))
+    assert status == 200 and all(h["class_name"] == cls for h in out["hits"])
+
+
+BAD_REQUESTS = [
+    # (what, request kwargs, status, words the message must hold)
+    ("empty query", {"path": "api/ingredients?q=%20"}, 400, "empty query"),
+    ("unknown ingredient", {"path": "api/ingredients?q=unobtainium"}, 400, "unobtainium"),
+    ("unknown class", {"path": "api/ingredients?q={want}&class=moon+cheese"}, 400, "unknown class 'moon cheese'"),
+    ("k out of range", {"path": "api/ingredients?q={want}&k=0"}, 400, "k must be between"),
+    ("not an image", {"path": "api/image", "data": b"just some text\n"}, 400, "not a usable image"),
+    ("empty upload", {"path": "api/image", "data": b""}, 400, "empty upload"),
+    ("unknown photo", {"path": "api/photo/no-such-recipe/0"}, 404, "no-such-recipe"),
+    ("unknown page", {"path": "nope"}, 404, "/nope"),
+]
+
+
+@pytest.mark.parametrize("what, req, status, words", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_a_clear_json_error_and_the_server_keeps_serving(server, what, req, status, words):
+    want, _ = _ingredient_query(server.engine)
+    path = req["path"].format(want=urllib.parse.quote(want))
+    got, out = _get_json(server.url + path, data=req.get("data"), method="POST" if "data" in req else None)
+    assert got == status and words in out["error"], out
+    got, out = _get_json(server.url + "api/ingredients?q=" + urllib.parse.quote(want) + "&k=2")
+    assert got == 200 and len(out["hits"]) == 2  # still serving
+
+
+def test_oversized_upload_is_refused_from_its_content_length(server):
+    import http.client
+
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.putrequest("POST", "/api/image")
+    conn.putheader("Content-Type", "image/jpeg")
+    conn.putheader("Content-Length", str(MAX_UPLOAD + 1))
+    conn.endheaders()  # not one byte of the body is sent: the answer comes anyway
+    resp = conn.getresponse()
+    out = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 413 and "upload too large" in out["error"] and f"{MAX_UPLOAD:,}" in out["error"]
+    status, out = _get_json(server.url + "api/image?k=1", data=_photo(server), headers={"Content-Type": "image/jpeg"})
+    assert status == 200 and len(out["hits"]) == 1
+
+
+def test_model_index_and_data_mismatches_are_clear(trained_demo_run, prepared_demo, index_dir, tmp_path):
+    from recipekit.embedders import load_embedder
+
+    other = tmp_path / "other-run"
+    other.mkdir()
+    shutil.copy(trained_demo_run / "config.resolved.json", other)
+    model = load_embedder(trained_demo_run / "best.pt")
+    with __import__("torch").no_grad():
+        next(model.parameters()).add_(1.0)
+    model.save(other / "best.pt")
+    with pytest.raises(SearchError, match="index/model mismatch"):
+        make_server(other, port=0, index=index_dir)
+    with pytest.raises(SearchError, match=r"index/data mismatch: .* not .*elsewhere"):
+        open_engine(trained_demo_run, tmp_path / "elsewhere", index=index_dir)
+
+
+@pytest.mark.slow
+def test_cli_serve_answers_on_the_port_it_prints(trained_demo_run, prepared_demo, index_dir):
+    exe = [sys.executable, "-m", "recipekit.cli.main", "serve", str(trained_demo_run), str(prepared_demo),
+           "--port", "0", "--index", str(index_dir)]
+    proc = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, line = time.monotonic() + 90, ""
+        while "open http" not in line and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+        assert "open http://127.0.0.1:" in line, line
+        url = line.split("open ", 1)[1].split()[0]
+        status, info = _get_json(url + "api/classes")
+        assert status == 200 and info["recipes"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    res = subprocess.run([sys.executable, "-m", "recipekit.cli.main", "serve", str(prepared_demo / "no-run")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "no-run: no such run folder" in res.stderr
+
+
+# -- the page in a real browser ------------------------------------------------------------------
+
+def _browser_or_skip():
+    """(chromium, chromedriver) paths; a skip (a failure under CI=true) when they are missing."""
+    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        selenium = None
+    missing = [n for n, p in (("chromium", chromium), ("chromedriver", driver), ("selenium", selenium)) if not p]
+    if missing:
+        reason = (f"browser test needs {', '.join(missing)}: `make browser` (root + apt-get) installs chromium and "
+                  f"chromium-driver, `pip install -e '.[test]'` selenium")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (CI=true: not skipped)")
+        pytest.skip(reason)
+    return chromium, driver
+
+
+def test_missing_browser_skips_but_fails_under_ci(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs chromium, chromedriver.*make browser"):
+        _browser_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: not skipped"):
+        _browser_or_skip()
+
+
+def _not_blank(png: Path) -> None:
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert pixels.shape[0] > 300 and colours > 200 and pixels.std() > 20, (pixels.shape, colours, pixels.std())
+
+
+@pytest.mark.slow
+def test_page_end_to_end_in_headless_chromium(server, tmp_path):
+    chromium, driver_path = _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    wait = WebDriverWait(browser, 60)
+    engine = server.engine
+
+    def title():
+        return browser.execute_script("return document.getElementById('results-title').textContent")
+
+    def cards(previous=None):
+        """The result cards once a query (submitted after the results titled ``previous``) is done."""
+        wait.until(lambda b: b.find_element(By.ID, "error").is_displayed()
+                   or (b.find_elements(By.CSS_SELECTOR, "#results .card")
+                       and b.find_element(By.ID, "ingredients-submit").is_enabled() and title() != previous))
+        assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+        found = browser.find_elements(By.CSS_SELECTOR, "#results .card")
+        wait.until(lambda b: b.execute_script(
+            "return [...document.querySelectorAll('#results .card img')].every(i => i.complete)"))
+        return found
+
+    try:
+        browser.get(server.url)
+        wait.until(lambda b: b.execute_script("return document.body.dataset.ready === '1'"))
+        options_text = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#class option")]
+        assert options_text == ["any class", *engine.classes()]
+
+        photo = tmp_path / "photo.jpg"
+        photo.write_bytes(_photo(server))
+        browser.find_element(By.ID, "photo").send_keys(str(photo))
+        browser.find_element(By.ID, "photo-submit").click()
+        found = cards(previous="")
+        assert len(found) == 12 and all(c.find_element(By.CSS_SELECTOR, ".title").text.strip() for c in found)
+        widths = browser.execute_script(
+            "return [...document.querySelectorAll('#results .card img')].map(i => i.naturalWidth)")
+        assert widths and all(w > 0 for w in widths), widths
+        assert "score" in found[0].find_element(By.CSS_SELECTOR, ".meta").text
+
+        want, drop = _ingredient_query(engine)
+        browser.find_element(By.ID, "q").send_keys(want)
+        browser.find_element(By.ID, "without").send_keys(drop)
+        previous = title()
+        browser.find_element(By.ID, "ingredients-submit").click()
+        found = cards(previous)
+        assert f"without {drop}" in browser.find_element(By.ID, "results-title").text
+        rows = {rid: i for i, rid in enumerate(engine.recipes["recipe_id"])}
+        ids = [c.get_attribute("data-recipe-id") for c in found]
+        assert ids and all(drop not in engine.recipes["ingredients"][rows[i]] for i in ids)
+
+        text = tmp_path / "notes.txt"
+        text.write_text("not a photo\n")
+        browser.find_element(By.ID, "photo").send_keys(str(text))
+        browser.find_element(By.ID, "photo-submit").click()
+        wait.until(lambda b: b.find_element(By.ID, "error").is_displayed())
+        assert "not a usable image" in browser.find_element(By.ID, "error").text
+        assert not browser.find_elements(By.CSS_SELECTOR, "#results .card")
+
+        browser.find_element(By.ID, "ingredients-submit").click()  # a good query after the bad one
+        found = cards()
+        assert title().startswith(f"Dishes with {want}")
+        assert found and not browser.find_element(By.ID, "error").is_displayed()
+        shot = tmp_path / "page.png"
+        assert browser.save_screenshot(str(shot))
+        _not_blank(shot)
+    finally:
+        browser.quit()
