@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from recipekit.pipeline.backends import BACKENDS, BackendError, TaskError
 from recipekit.pipeline.ingredient_names import EXTRACTORS
 from recipekit.pipeline.prepare import STAGES, PrepareConfig, default_workers, prepare, summary_table
 from recipekit.pipeline.shard import ShardParams
@@ -39,6 +40,12 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes/threads (default: all cores).")
 @click.option("--force", is_flag=True, help="Redo the stages even when their manifests say they are up to date.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="pool", show_default=True,
+              help="Where ingredients, store and shard run their parallel work: local processes or Ray "
+                   "(same bytes either way; needs recipekit[ray]).")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="With --backend ray: join this cluster ('auto', HEAD:6379 or ray://HEAD:10001) instead of "
+                   "starting a local Ray. SRC and OUT must then be on a filesystem every node mounts.")
 @click.option("--ingredient-extractor", type=click.Choice(EXTRACTORS), default="rules", show_default=True)
 @click.option("--w2v-dim", type=click.IntRange(1), default=_W2V.vector_size, show_default=True)
 @click.option("--w2v-window", type=click.IntRange(1), default=_W2V.window, show_default=True)
@@ -69,8 +76,8 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
               help="shard: seed of the order of recipes within a partition.")
 @click.option("--shard-pixel-limit", type=click.IntRange(1), default=_SHARD.pixel_limit, show_default=True,
               help="shard: photos with more pixels are quarantined as decompression bombs.")
-def prepare_cmd(src, out, stages, workers, force, quiet, ingredient_extractor, w2v_dim, w2v_window, w2v_min_count,
-                w2v_epochs, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101,
+def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, ingredient_extractor, w2v_dim,
+                w2v_window, w2v_min_count, w2v_epochs, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101,
                 store_max_ingredients, store_max_instructions, store_max_tokens, shard_image_size,
                 shard_quality, shard_max_images, shard_max_count, shard_max_bytes, shard_seed, shard_pixel_limit):
     """Prepare a Recipe1M-style corpus in SRC (layer1.json, layer2.json, [det_ingrs.json], images/) into OUT."""
@@ -92,8 +99,9 @@ def prepare_cmd(src, out, stages, workers, force, quiet, ingredient_extractor, w
         ),
     )
     try:
-        reports = prepare(src, out, stages=stages, config=config, workers=workers, force=force, quiet=quiet)
-    except (FileNotFoundError, ValueError) as exc:
+        reports = prepare(src, out, stages=stages, config=config, workers=workers, force=force, quiet=quiet,
+                          backend=backend, ray_address=ray_address)
+    except (FileNotFoundError, ValueError, BackendError, TaskError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(summary_table(reports))
     click.echo(f"\nArtefacts in {out} (see docs/artefacts.md); manifests in {out / 'manifests'}")

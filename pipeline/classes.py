@@ -25,12 +25,17 @@ import re
 from importlib import resources
 from typing import Any
 
+from array import array
+
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ._spacy import import_spacy
 from .parse import PARTITIONS
 from .stagekit import Stage, StageContext, atomic_path, run_stage
+from .tablestream import iter_aligned
 from .tokenize import tokenize
 
 __all__ = ["STAGE", "classes", "BANNED_WORDS", "food101_names", "title_keys", "assign_classes", "auto_min_train"]
@@ -46,6 +51,8 @@ BANNED_WORDS = frozenset(
 )
 
 _PUNCT_OR_DIGIT = re.compile(r"[^\w]|\d")
+_CLASSES_SCHEMA = pa.schema([("id", pa.large_string()), ("partition", pa.large_string()), ("class_id", pa.int32()),
+                             ("class_name", pa.large_string())])
 _CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 
 
@@ -81,10 +88,8 @@ def _bigram_rows(keys: list[list[str]]) -> tuple[list[int], list[str]]:
     return rows, grams
 
 
-def _phrase_rows(keys: list[list[str]], phrases: list[list[str]]) -> tuple[list[int], list[int]]:
-    """(recipe row, phrase index) for each title containing a phrase as consecutive keys."""
-    index = {tuple(p): i for i, p in enumerate(phrases)}
-    lengths = sorted({len(p) for p in phrases})
+def _phrase_rows(keys: list[list[str]], index: dict[tuple, int], lengths: list[int]) -> tuple[list[int], list[int]]:
+    """(recipe row, phrase index) for each title containing a phrase of ``index`` as consecutive keys."""
     rows, hits = [], []
     for r, ks in enumerate(keys):
         found = set()
@@ -96,6 +101,86 @@ def _phrase_rows(keys: list[list[str]], phrases: list[list[str]]) -> tuple[list[
                     rows.append(r)
                     hits.append(i)
     return rows, hits
+
+
+class _TitlePairs:
+    """What the class rule needs of the titles, gathered chunk by chunk in compact arrays:
+    (recipe row, bigram id) once per title and bigram, and (recipe row, extra-name index)
+    for each extra name (Food-101) a title contains. Memory: the distinct bigrams plus a
+    few bytes per recipe, whatever the corpus size."""
+
+    def __init__(self, stop_words: frozenset[str], extra_names: list[str]):
+        self.stop_words, self.extra_names = stop_words, list(extra_names)
+        self.phrases = [title_keys(e, stop_words) for e in self.extra_names]
+        # As im2recipe's rule did with one query per name: equal phrases hit the last of them.
+        self.index = {tuple(p): i for i, p in enumerate(self.phrases)}
+        self.lengths = sorted({len(p) for p in self.phrases})
+        self.gram_ids: dict[str, int] = {}
+        self.rows, self.grams = array("i"), array("i")
+        self.prows, self.pidx = array("i"), array("i")
+        self.n = 0
+
+    def add(self, keys: list[list[str]]) -> None:
+        rows, grams = _bigram_rows(keys)
+        ids, last, seen = self.gram_ids, -1, set()
+        for r, g in zip(rows, grams):
+            if r != last:
+                last, seen = r, set()
+            i = ids.get(g)
+            if i is None:
+                i = ids[g] = len(ids)
+            if i not in seen:  # a title counts a bigram once
+                seen.add(i)
+                self.rows.append(self.n + r)
+                self.grams.append(i)
+        prow, pidx = _phrase_rows(keys, self.index, self.lengths)
+        self.prows.extend(self.n + r for r in prow)
+        self.pidx.extend(pidx)
+        self.n += len(keys)
+
+    def assign(self, partitions: np.ndarray, *, top_bigrams: int, max_classes: int,
+               min_train: int) -> tuple[np.ndarray, list[str]]:
+        rows = np.frombuffer(self.rows, dtype=np.int32) if len(self.rows) else np.zeros(0, np.int32)
+        grams = np.frombuffer(self.grams, dtype=np.int32) if len(self.grams) else np.zeros(0, np.int32)
+        n_train = np.bincount(grams[partitions[rows] == 0], minlength=len(self.gram_ids))
+        ranked = (
+            pl.DataFrame({"gram": list(self.gram_ids), "n": n_train}, schema={"gram": pl.String, "n": pl.Int64})
+            .with_row_index("gid")
+            .filter(pl.col("n") > 0)
+            .sort(["n", "gram"], descending=[True, False])
+            .head(top_bigrams)
+        )
+        rank_of = np.full(len(self.gram_ids), -1, dtype=np.int64)
+        rank_of[ranked.get_column("gid").to_numpy()] = np.arange(ranked.height)
+        ranks = rank_of[grams]
+        keep = ranks >= 0
+        ranks, members_all = ranks[keep], rows[keep].astype(np.int64)
+        order = np.lexsort((members_all, ranks))
+        ranks, members_all = ranks[order], members_all[order]
+        names = ["background"]
+        labels = np.zeros(self.n, dtype=np.int32)
+
+        def try_class(name: str, members: np.ndarray) -> None:
+            members = members[labels[members] == 0]
+            counts = np.bincount(partitions[members], minlength=3)
+            if counts[0] > min_train and counts[1] > 0 and counts[2] > 0:
+                names.append(name)
+                labels[members] = len(names) - 1
+
+        splits = np.flatnonzero(np.diff(ranks)) + 1
+        grams_by_rank = ranked.get_column("gram").to_list()
+        for rank_rows, first in zip(np.split(members_all, splits), np.concatenate([[0], splits]).astype(np.int64)):
+            if len(names) > max_classes or not len(rank_rows):
+                break
+            try_class(grams_by_rank[ranks[first]], rank_rows)
+        # Then the extra (Food-101) names that are not classes yet.
+        taken = set(names)
+        prow = np.frombuffer(self.prows, dtype=np.int32).astype(np.int64) if len(self.prows) else np.zeros(0, np.int64)
+        pidx = np.frombuffer(self.pidx, dtype=np.int32) if len(self.pidx) else np.zeros(0, np.int32)
+        for i, (name, phrase) in enumerate(zip(self.extra_names, self.phrases)):
+            if " ".join(phrase) not in taken:
+                try_class(name, prow[pidx == i])
+        return labels, names
 
 
 def assign_classes(
@@ -112,75 +197,42 @@ def assign_classes(
 
     ``keys``: :func:`title_keys` of each title; ``partitions``: 0/1/2 for train/val/test.
     """
-    n = len(keys)
-    rows, grams = _bigram_rows(keys)
-    frame = pl.DataFrame({"row": rows, "gram": grams}, schema={"row": pl.Int64, "gram": pl.String}).unique(maintain_order=True)
-    ranked = (
-        frame.filter(pl.Series(partitions[frame.get_column("row").to_numpy()] == 0))
-        .group_by("gram")
-        .agg(pl.len().alias("n"))
-        .sort(["n", "gram"], descending=[True, False])
-        .head(top_bigrams)
-        .with_row_index("rank")
-    )
-    candidates = frame.join(ranked.select("gram", "rank"), on="gram").sort(["rank", "row"])
-    names = ["background"]
-    labels = np.zeros(n, dtype=np.int32)
-
-    def try_class(name: str, members: np.ndarray) -> None:
-        members = members[labels[members] == 0]
-        counts = np.bincount(partitions[members], minlength=3)
-        if counts[0] > min_train and counts[1] > 0 and counts[2] > 0:
-            names.append(name)
-            labels[members] = len(names) - 1
-
-    ranks = candidates.get_column("rank").to_numpy()
-    members_all = candidates.get_column("row").to_numpy()
-    splits = np.flatnonzero(np.diff(ranks)) + 1
-    grams_by_rank = ranked.get_column("gram").to_list()
-    for rank_rows, first in zip(np.split(members_all, splits), np.concatenate([[0], splits])):
-        if len(names) > max_classes:
-            break
-        try_class(grams_by_rank[ranks[first]], rank_rows)
-    # Then the extra (Food-101) names that are not classes yet.
-    taken = set(names)
-    extra = [e for e in extra_names if " ".join(title_keys(e, stop_words)) not in taken]
-    phrases = [title_keys(e, stop_words) for e in extra]
-    prow, pidx = _phrase_rows(keys, phrases)
-    prow, pidx = np.asarray(prow, dtype=np.int64), np.asarray(pidx, dtype=np.int64)
-    for i, name in enumerate(extra):
-        try_class(name, prow[pidx == i])
-    return labels, names
+    pairs = _TitlePairs(stop_words, list(extra_names))
+    pairs.add(keys)
+    return pairs.assign(np.asarray(partitions), top_bigrams=top_bigrams, max_classes=max_classes, min_train=min_train)
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
+    """Two passes over recipes.parquet in chunks: the titles' bigrams and extra names, then the
+    labels written beside each chunk's ids (memory: see :class:`_TitlePairs`)."""
     import_spacy()
     from spacy.lang.en.stop_words import STOP_WORDS
 
     out = ctx.out
     p = ctx.params
-    recipes = pl.read_parquet(out / "recipes.parquet", columns=["id", "partition", "title"])
     part_code = {name: i for i, name in enumerate(PARTITIONS)}
-    partitions = recipes.get_column("partition").replace_strict(part_code, return_dtype=pl.Int8).to_numpy()
+    stop_words = frozenset(STOP_WORDS)
+    pairs = _TitlePairs(stop_words, food101_names() if p["food101"] else [])
+    parts = []
+    for (chunk,) in iter_aligned([(out / "recipes.parquet", ["partition", "title"])]):
+        parts.append(chunk.get_column("partition").replace_strict(part_code, return_dtype=pl.Int8).to_numpy())
+        pairs.add([title_keys(t, stop_words) for t in chunk.get_column("title").to_list()])
+    partitions = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
     n_train = int((partitions == 0).sum())
     min_train = p["min_train"] if p["min_train"] is not None else auto_min_train(n_train)
-    stop_words = frozenset(STOP_WORDS)
-    keys = [title_keys(t, stop_words) for t in recipes.get_column("title").to_list()]
-    labels, names = assign_classes(
-        keys,
-        partitions,
-        stop_words=stop_words,
-        top_bigrams=p["top_bigrams"],
-        max_classes=p["max_classes"],
-        min_train=min_train,
-        extra_names=food101_names() if p["food101"] else [],
-    )
-    table = recipes.select("id", "partition").with_columns(
-        pl.Series("class_id", labels, dtype=pl.Int32),
-        pl.Series("class_name", [names[i] for i in labels], dtype=pl.String),
-    )
+    labels, names = pairs.assign(partitions, top_bigrams=p["top_bigrams"], max_classes=p["max_classes"],
+                                 min_train=min_train)
+    del pairs
     with atomic_path(out / "recipe_classes.parquet") as tmp:
-        table.write_parquet(tmp, compression="zstd", statistics=False)
+        done = 0
+        with pq.ParquetWriter(tmp, _CLASSES_SCHEMA, compression="zstd", write_statistics=False) as writer:
+            for (chunk,) in iter_aligned([(out / "recipes.parquet", ["id", "partition"])]):
+                got = labels[done : done + chunk.height]
+                done += chunk.height
+                writer.write_table(chunk.with_columns(
+                    pl.Series("class_id", got, dtype=pl.Int32),
+                    pl.Series("class_name", [names[i] for i in got], dtype=pl.String),
+                ).to_arrow().cast(_CLASSES_SCHEMA))
     with atomic_path(out / "classes.json") as tmp:
         tmp.write_text(json.dumps({str(i): n for i, n in enumerate(names)}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     coverage = {

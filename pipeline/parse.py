@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+from array import array
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -155,21 +158,27 @@ class _BatchWriter:
         self.writer.close()
 
 
-def _present_files(images_dir: Path) -> set[str]:
-    present: set[str] = set()
-    if not images_dir.is_dir():
-        return present
-    for root, _dirs, files in os.walk(images_dir):
-        rel = os.path.relpath(root, images_dir)
-        for f in files:
-            present.add(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/"))
-    return present
+def _is_present(images_dir: Path, rel: str) -> bool:
+    """Whether ``images_dir/rel`` is a file as ``os.walk`` would list it (a symlink to a file,
+    or a dangling one, counts; a folder does not). One ``lstat`` per image, no listing held
+    in memory, however many photos."""
+    path = os.path.join(images_dir, rel)
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        return not os.path.isdir(path)
+    return not stat.S_ISDIR(st.st_mode)
 
 
-def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool) -> dict[str, str]:
-    """Returns {recipe id: partition} of the accepted recipes."""
-    accepted: dict[str, str] = {}
-    first_offset: dict[str, int] = {}
+_PART_CODE = {p: i for i, p in enumerate(PARTITIONS)}
+
+
+def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool) -> dict[str, int]:
+    """Returns {recipe id: byte offset * 4 + partition code} of the accepted recipes (one small
+    int per recipe: the partition for layer2, the offset for duplicates)."""
+    accepted: dict[str, int] = {}
     size = path.stat().st_size
     with tqdm(total=size, unit="B", unit_scale=True, desc="parse layer1", disable=quiet) as bar:
         last = 0
@@ -177,20 +186,47 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool) 
             bar.update(offset - last)
             last = offset
             row, why, rid = validate_recipe(rec)
-            if row is not None and rid in first_offset:
-                row, why = None, f"duplicate id (first seen at byte offset {first_offset[rid]})"
+            if row is not None and rid in accepted:
+                row, why = None, f"duplicate id (first seen at byte offset {accepted[rid] >> 2})"
             if row is None:
                 rejects.append(Rejection("parse", path.name, offset, rid, why))
                 continue
-            first_offset[rid] = offset
-            accepted[rid] = row["partition"]
+            accepted[rid] = (offset << 2) | _PART_CODE[row["partition"]]
             writer.add(row)
         bar.update(size - last)
     return accepted
 
 
-def _parse_layer2(path: Path, accepted: dict[str, str], present: set[str], writer: _BatchWriter, rejects: list):
-    seen_recipes: set[str] = set()
+def _repeated(values: array) -> set[int]:
+    v = np.sort(np.frombuffer(values, dtype=np.int64)) if len(values) else np.zeros(0, dtype=np.int64)
+    return set(v[1:][v[1:] == v[:-1]].tolist())
+
+
+def _repeated_ids(path: Path) -> tuple[set[int], set[int]]:
+    """Hashes of the recipe ids and of the image ids that occur more than once in layer2.
+
+    A first pass keeps 8 bytes per id; the second then tracks only these candidates (hash
+    collisions just add candidates), instead of a set of every photo id (~100 bytes each:
+    more than a gigabyte for Recipe1M+'s 13M photos)."""
+    recipes, images = array("q"), array("q")
+    for _offset, entry in iter_array(path):
+        if not isinstance(entry, dict):
+            continue
+        rid = entry.get("id")
+        if isinstance(rid, str):
+            recipes.append(hash(rid))
+        imgs = entry.get("images")
+        if isinstance(imgs, list):
+            for img in imgs:
+                iid = img.get("id") if isinstance(img, dict) else None
+                if isinstance(iid, str):
+                    images.append(hash(iid))
+    return _repeated(recipes), _repeated(images)
+
+
+def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer: _BatchWriter, rejects: list):
+    repeated_recipes, repeated_images = _repeated_ids(path)
+    seen_recipes: set[str] = set()  # only ids that occur more than once
     seen_images: set[str] = set()
     for offset, entry in iter_array(path):
         rid = entry.get("id") if isinstance(entry, dict) else None
@@ -206,11 +242,13 @@ def _parse_layer2(path: Path, accepted: dict[str, str], present: set[str], write
         if not isinstance(images, list):
             reject("layer2 field 'images' must be a list")
             continue
-        if rid in seen_recipes:
-            reject(f"duplicate layer2 entry for recipe {rid!r}")
-            continue
-        seen_recipes.add(rid)
-        partition = accepted.get(rid)
+        if hash(rid) in repeated_recipes:
+            if rid in seen_recipes:
+                reject(f"duplicate layer2 entry for recipe {rid!r}")
+                continue
+            seen_recipes.add(rid)
+        code = accepted.get(rid)
+        partition = PARTITIONS[code & 3] if code is not None else None
         position = 0
         for i, img in enumerate(images):
             iid = img.get("id") if isinstance(img, dict) else None
@@ -220,10 +258,11 @@ def _parse_layer2(path: Path, accepted: dict[str, str], present: set[str], write
             if partition is None:
                 reject(f"image of unknown or rejected recipe {rid!r}", iid)
                 continue
-            if iid in seen_images:
-                reject(f"duplicate image id (recipe {rid!r})", iid)
-                continue
-            seen_images.add(iid)
+            if hash(iid) in repeated_images:
+                if iid in seen_images:
+                    reject(f"duplicate image id (recipe {rid!r})", iid)
+                    continue
+                seen_images.add(iid)
             url = img.get("url")
             rel = image_relpath(partition, iid)
             writer.add(
@@ -233,14 +272,14 @@ def _parse_layer2(path: Path, accepted: dict[str, str], present: set[str], write
                     "partition": partition,
                     "position": position,
                     "path": rel,
-                    "present": rel in present,
+                    "present": _is_present(images_dir, rel),
                     "url": url if isinstance(url, str) else None,
                 }
             )
             position += 1
 
 
-def _parse_det(path: Path, accepted: dict[str, str], writer: _BatchWriter, rejects: list) -> None:
+def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejects: list) -> None:
     seen: set[str] = set()
     for offset, entry in iter_array(path):
         rid = entry.get("id") if isinstance(entry, dict) else None
@@ -291,11 +330,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         finally:
             writer.close()
     rejected_recipes = len(rejects)
-    present = _present_files(src / "images")
     with atomic_path(out / "images.parquet") as tmp:
         writer = _BatchWriter(tmp, IMAGES_SCHEMA)
         try:
-            _parse_layer2(src / "layer2.json", accepted, present, writer, rejects)
+            _parse_layer2(src / "layer2.json", accepted, src / "images", writer, rejects)
         finally:
             writer.close()
         n_images = writer.count
@@ -313,8 +351,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     images = pq.read_table(out / "images.parquet", columns=["present"])["present"]
     n_present = int(pc.sum(images).as_py() or 0)
     per_partition = {p: 0 for p in PARTITIONS}
-    for p in accepted.values():
-        per_partition[p] += 1
+    for code in accepted.values():
+        per_partition[PARTITIONS[code & 3]] += 1
     return {
         "recipes": len(accepted),
         **{f"recipes_{p}": n for p, n in per_partition.items()},

@@ -12,6 +12,7 @@ from . import parse as _parse
 from . import shard as _shard
 from . import store as _store
 from . import word2vec as _word2vec
+from .backends import make_executor
 from .stagekit import Stage, StageReport, run_stage
 
 __all__ = ["STAGES", "PrepareConfig", "prepare", "default_workers", "summary_table"]
@@ -75,11 +76,18 @@ def prepare(
     workers: int | None = None,
     force: bool = False,
     quiet: bool = False,
+    backend: str = "pool",
+    ray_address: str | None = None,
 ) -> list[StageReport]:
     """Run the selected stages (default: all, in order) from SRC into OUT.
 
     A stage whose manifest matches its parameters, inputs and outputs is skipped
     unless ``force``. Returns one :class:`StageReport` per stage.
+
+    ``backend`` says where the parallel parts of `ingredients`, `store` and `shard` run:
+    ``"pool"`` (local processes) or ``"ray"`` (a local Ray, or the cluster at ``ray_address``;
+    see :mod:`.backends`). The outputs are byte-identical either way, so the backend is not a
+    stage parameter: a stage finished with one backend is skipped with the other.
     """
     config = config or PrepareConfig()
     names = list(STAGES) if not stages else stages
@@ -89,7 +97,14 @@ def prepare(
     src, out = Path(src), Path(out)
     if "parse" in names and not src.is_dir():
         raise FileNotFoundError(f"{src}: SRC is not a folder (it must hold layer1.json and layer2.json)")
-    workers = workers or default_workers()
+    executor = make_executor(backend, workers, address=ray_address)  # Ray starts only if a stage needs it
+    workers = workers or default_workers()  # processes for the pool, threads for word2vec (on this machine)
+    with executor:
+        return _run_stages(src, out, names, config, workers, force, quiet, executor)
+
+
+def _run_stages(src: Path, out: Path, names: list[str], config: PrepareConfig, workers: int, force: bool,
+                quiet: bool, executor) -> list[StageReport]:
     reports = []
     for name in (s for s in STAGES if s in names):  # always in pipeline order
         stage = STAGES[name]
@@ -99,7 +114,8 @@ def prepare(
                 f"stage {name!r} needs {', '.join(str(out / m) for m in missing)}: run the earlier stages first"
             )
         reports.append(
-            run_stage(stage, src=src, out=out, params=config.params(name), workers=workers, force=force, quiet=quiet)
+            run_stage(stage, src=src, out=out, params=config.params(name), workers=workers, force=force, quiet=quiet,
+                      executor=executor)
         )
     return reports
 

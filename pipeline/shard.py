@@ -10,7 +10,8 @@ Plan first, then encode. The recipes of each partition are put in a seeded order
 (a keyed hash of the id, so shards mix dishes) and cut into shards by ``max_count``
 samples and by ``max_bytes`` as *estimated* before encoding (see
 :func:`estimate_image_bytes`), so the plan is known, and deterministic, before a
-single image is read. Each shard is then written by one worker: its tar under a
+single image is read. Each shard is then written by one worker (a spawned process, or a
+Ray task: :mod:`.backends`): its tar under a
 temporary name, renamed into place, then ``{name}_stats.json`` last. The stats
 file carries a digest of the parameters and of the shard's planned content
 (recipe JSON, image paths, file sizes and times); a re-run reuses every shard whose
@@ -33,11 +34,9 @@ import os
 import shutil
 import tarfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -245,27 +244,22 @@ def _reusable(task: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _execute(tasks: Iterator[dict[str, Any]], workers: int, done) -> None:
-    """Run ``write_shard`` over ``tasks``: in this process, or ``workers`` spawned processes
-    with at most 2 tasks per worker in flight (memory stays bounded)."""
-    if workers <= 1:
-        for task in tasks:
-            done(task["index"], write_shard(task), False)
-        return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        pending: dict = {}
+def _execute(tasks: Iterator[dict[str, Any]], executor, limit: int, done) -> None:
+    """Run ``write_shard`` over ``tasks`` with ``executor`` (:mod:`.backends`: at most two tasks per
+    worker in flight, so memory stays bounded); ``done`` gets the stats in task order."""
+    submitted: deque[int] = deque()
 
-        def drain(return_when) -> None:
-            finished, _ = wait(list(pending), return_when=return_when)
-            for fut in finished:
-                done(pending.pop(fut), fut.result(), False)
-
+    def submit() -> Iterator[dict[str, Any]]:
         for task in tasks:
-            pending[pool.submit(write_shard, task)] = task["index"]
-            if len(pending) >= 2 * workers:
-                drain(FIRST_COMPLETED)
-        while pending:
-            drain(FIRST_COMPLETED)
+            submitted.append(task["index"])
+            yield task
+
+    for stats in executor.imap(write_shard, submit(), limit=limit, describe=_describe):
+        done(submitted.popleft(), stats, False)
+
+
+def _describe(task: dict[str, Any]) -> str:
+    return f"shard {task['partition']}/{task['name']}.tar ({len(task['samples'])} recipes)"
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
@@ -325,7 +319,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                 Path(task["stats"]).unlink(missing_ok=True)
                 yield task
 
-    _execute(tasks(), min(ctx.workers, len(flat)), done)
+    _execute(tasks(), ctx.executor, len(flat), done)
     bar.close()
 
     index, rejections, kinds = {}, [], Counter()

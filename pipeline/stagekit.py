@@ -153,6 +153,8 @@ class StageContext:
     workers: int
     quiet: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where parallel work runs (`.backends.Executor`); run_stage gives a process pool by default.
+    executor: Any = None
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -246,8 +248,14 @@ def run_stage(
     workers: int = 1,
     force: bool = False,
     quiet: bool = False,
+    executor: Any = None,
 ) -> StageReport:
-    """Run ``stage`` unless its manifest says it is up to date; write the manifest last."""
+    """Run ``stage`` unless its manifest says it is up to date; write the manifest last.
+
+    ``executor`` (:mod:`.backends`; default: a process pool of ``workers``) runs the stage's
+    parallel part. It is not a parameter: every backend writes the same bytes, so switching
+    backends does not make a finished stage run again.
+    """
     src = Path(src) if src is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +269,11 @@ def run_stage(
     for folder in {out, mp.parent, *((out / rel).parent for rel in stage.outputs)}:
         remove_stale_tmp(folder)
     missing = [rel for rel in stage.src_inputs if src is None or not (src / rel).exists()]
-    ctx = StageContext(src=src, out=out, params=params, workers=max(1, workers), quiet=quiet)
+    if executor is None:
+        from .backends import PoolExecutor
+
+        executor = PoolExecutor(max(1, workers))
+    ctx = StageContext(src=src, out=out, params=params, workers=max(1, workers), quiet=quiet, executor=executor)
     ctx.extra["missing_src"] = missing
     inputs = _input_fingerprints(stage, src, out)
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -283,6 +295,7 @@ def run_stage(
         },
         "peak_rss_mb": _peak_rss_mb(),
         "workers": ctx.workers,
+        "backend": executor.name,
         "versions": _versions(),
     }
     write_json_atomic(mp, manifest)

@@ -30,12 +30,11 @@ import sys
 import threading
 from array import array
 from collections.abc import Iterator, Sequence
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from .parse import PARTITIONS
-from .stagekit import Stage, StageContext, atomic_dir, run_stage
+from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage
 from .vocab import Vocabulary, tokenise_sample
 
 __all__ = ["FORMAT", "STAGE", "RecipeStore", "decode_record", "encode_record", "store"]
@@ -45,7 +44,8 @@ _MAGIC = b"RK\x01"
 _PARTS = {p: i for i, p in enumerate(PARTITIONS)}
 _CODES = {2: "H", 4: "I"}
 _LITTLE = sys.byteorder == "little"
-CHUNK = 20_000  # recipes per write transaction (and per worker task)
+CHUNK = 20_000  # recipes per write transaction
+TASK = 5_000  # recipes per encoding task, at most CHUNK (two tasks per worker are in flight: memory)
 
 
 def _ints(values: list[int], width: int) -> bytes:
@@ -288,23 +288,41 @@ def _encode_chunk(rows: list[tuple]) -> list[bytes]:
     return out
 
 
-def _encoded_chunks(ctx: StageContext, frame: "pl.DataFrame", vocab_path: Path, limits, width) -> Iterator[tuple[list, list]]:
-    cols = ["id", "partition", "title", "ingredients", "instructions", "names", "class_id"]
-    chunks = [frame.slice(i, CHUNK) for i in range(0, frame.height, CHUNK)]
-    if ctx.workers <= 1 or len(chunks) <= 1:
-        _init_worker(str(vocab_path), limits, width)
-        for c in chunks:
-            yield c.get_column("id").to_list(), _encode_chunk(c.select(cols).rows())
-        return
-    with get_context("spawn").Pool(min(ctx.workers, len(chunks)), _init_worker, (str(vocab_path), limits, width)) as pool:
-        for c, encoded in zip(chunks, pool.imap(_encode_chunk, (c.select(cols).rows() for c in chunks))):
-            yield c.get_column("id").to_list(), encoded
+def _encoded_chunks(ctx: StageContext, out: Path, vocab_path: Path, limits, width) -> Iterator[tuple[list, list, list]]:
+    """(ids, partitions, encoded values) per task of ``min(TASK, CHUNK)`` recipes in recipes.parquet order,
+    read in step from the row-aligned stage outputs and encoded by ``ctx.executor``."""
+    from collections import deque
+
+    from .tablestream import iter_aligned, num_rows
+
+    specs = [(out / "recipes.parquet", ["id", "partition", "title", "ingredients", "instructions"]),
+             (out / "ingredients.parquet", ["ingredients"]), (out / "recipe_classes.parquet", ["class_id"])]
+    heads: deque = deque()
+    rows_per_task = min(TASK, CHUNK)
+
+    def rows() -> Iterator[list[tuple]]:
+        for recipes, names, classes in iter_aligned(specs, rows=rows_per_task):
+            heads.append((recipes.get_column("id").to_list(), recipes.get_column("partition").to_list()))
+            yield [(*r, n, c) for r, n, c in zip(recipes.rows(), names.get_column("ingredients").to_list(),
+                                                  classes.get_column("class_id").to_list())]
+
+    n_chunks = -(-num_rows(specs[0][0]) // rows_per_task)
+    for values in ctx.executor.imap(_encode_chunk, rows(), initializer=_init_worker,
+                                    initargs=(str(vocab_path), limits, width), limit=max(1, n_chunks),
+                                    describe=_describe):
+        ids, partitions = heads.popleft()
+        yield ids, partitions, values
+
+
+def _describe(rows: list[tuple]) -> str:
+    return f"recipes {rows[0][0]} .. {rows[-1][0]} ({len(rows)} in the chunk)" if rows else "empty chunk"
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
     import polars as pl  # the stage only: readers (RecipeStore, the loaders) need lmdb alone
 
     import lmdb
+    import numpy as np
     from tqdm import tqdm
 
     out, p = ctx.out, ctx.params
@@ -312,43 +330,63 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     vocab_path = out / "word2vec" / "vocab.txt"
     vocab = Vocabulary.from_file(vocab_path)
     width = 2 if max(len(vocab), *limits) < 2**16 else 4
-    recipes = pl.read_parquet(out / "recipes.parquet", columns=["id", "partition", "title", "ingredients", "instructions"])
-    names = pl.read_parquet(out / "ingredients.parquet", columns=["id", "ingredients"]).rename({"ingredients": "names"})
-    classes = pl.read_parquet(out / "recipe_classes.parquet", columns=["id", "class_id"])
-    frame = recipes.join(names, on="id", how="left", maintain_order="left").join(
-        classes, on="id", how="left", maintain_order="left"
-    )
-    partitions = [q for q in PARTITIONS if q in set(frame.get_column("partition").unique().to_list())]
-    keys = {q: frame.filter(pl.col("partition") == q).get_column("id").to_list() for q in partitions}
-    frame = frame.sort("id")  # keys in LMDB order: append-only writes, densely packed pages
-    n_bytes = 0
-    with atomic_dir(out / "recipes.lmdb") as tmp:
-        # The map is a bound on the file size, not an allocation (the file grows as written).
-        env = lmdb.open(str(tmp), map_size=(1 << 30) + frame.height * 16384, lock=False, subdir=True,
-                        sync=False, metasync=False, meminit=True)
-        try:
-            bar = tqdm(total=frame.height, unit="recipe", desc="store", disable=ctx.quiet)
-            for ids, encoded in _encoded_chunks(ctx, frame, vocab_path, limits, width):
+    # LMDB is written in key order (append-only: densely packed pages). Only the ids are sorted
+    # here; the values are encoded in file order, in chunks, to a scratch file and read back
+    # in key order, so memory holds a few bytes per recipe plus one chunk, not the corpus.
+    ids = pl.read_parquet(out / "recipes.parquet", columns=["id"]).get_column("id")
+    order = ids.arg_sort().to_numpy()
+    count = len(ids)
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    keys: dict[str, list[str]] = {q: [] for q in PARTITIONS}  # "\n"-joined ids per chunk
+    scratch = out / f"recipes.lmdb-values{TMP_MARK}{os.getpid()}"
+    n_bytes, row = 0, 0
+    try:
+        with open(scratch, "wb") as fh:
+            for chunk_ids, chunk_parts, values in _encoded_chunks(ctx, out, vocab_path, limits, width):
+                for value in values:
+                    fh.write(value)
+                    n_bytes += len(value)
+                    row += 1
+                    offsets[row] = n_bytes
+                for q in PARTITIONS:
+                    mine = [i for i, part in zip(chunk_ids, chunk_parts) if part == q]
+                    if mine:
+                        keys[q].append("\n".join(mine))
+        if row != count:
+            raise ValueError(f"{out / 'recipes.parquet'}: read {row:,} recipes of {count:,}")
+        partitions = [q for q in PARTITIONS if keys[q]]
+        per_part = {q: sum(part.count("\n") + 1 for part in keys[q]) for q in partitions}
+        with atomic_dir(out / "recipes.lmdb") as tmp, open(scratch, "rb") as src:
+            # The map is a bound on the file size, not an allocation (the file grows as written).
+            env = lmdb.open(str(tmp), map_size=(1 << 30) + count * 16384, lock=False, subdir=True,
+                            sync=False, metasync=False, meminit=True)
+            try:
+                bar = tqdm(total=count, unit="recipe", desc="store", disable=ctx.quiet)
+                fd = src.fileno()
+                for start in range(0, count, CHUNK):
+                    block = order[start : start + CHUNK]
+                    starts, ends = offsets[block].tolist(), offsets[block + 1].tolist()
+                    with env.begin(write=True) as txn:
+                        for rid, a, b in zip(ids.gather(block).to_list(), starts, ends):
+                            txn.put(rid.encode("utf-8"), os.pread(fd, b - a, a), append=True)
+                    bar.update(len(block))
+                bar.close()
+                meta = {
+                    "format": FORMAT, "count": count, "partitions": per_part,
+                    "vocab_size": len(vocab), "vocab_sha256": vocab.digest(), "width": width,
+                    "max_ingredients": limits[0], "max_instructions": limits[1], "max_tokens": limits[2],
+                }
                 with env.begin(write=True) as txn:
-                    for rid, value in zip(ids, encoded):
-                        txn.put(rid.encode("utf-8"), value, append=True)
-                        n_bytes += len(value)
-                bar.update(len(ids))
-            bar.close()
-            meta = {
-                "format": FORMAT, "count": frame.height, "partitions": {q: len(keys[q]) for q in partitions},
-                "vocab_size": len(vocab), "vocab_sha256": vocab.digest(), "width": width,
-                "max_ingredients": limits[0], "max_instructions": limits[1], "max_tokens": limits[2],
-            }
-            with env.begin(write=True) as txn:
-                txn.put(b"/meta", json.dumps(meta, sort_keys=True).encode("utf-8"))
-                for q in partitions:
-                    txn.put(f"/keys/{q}".encode(), "\n".join(keys[q]).encode("utf-8"))
-            env.sync(True)
-        finally:
-            env.close()
+                    txn.put(b"/meta", json.dumps(meta, sort_keys=True).encode("utf-8"))
+                    for q in partitions:
+                        txn.put(f"/keys/{q}".encode(), "\n".join(keys[q]).encode("utf-8"))
+                env.sync(True)
+            finally:
+                env.close()
+    finally:
+        scratch.unlink(missing_ok=True)
     size = (out / "recipes.lmdb" / "data.mdb").stat().st_size
-    return {"recipes": frame.height, **{q: len(keys[q]) for q in partitions}, "value_bytes": n_bytes,
+    return {"recipes": count, **per_part, "value_bytes": n_bytes,
             "file_bytes": size, "width": width}
 
 

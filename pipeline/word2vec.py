@@ -22,9 +22,10 @@ import polars as pl
 from tqdm import tqdm
 
 from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage
+from .tablestream import iter_aligned, num_rows
 from .tokenize import ingredient_token, tokenize, underscore_ingredients
 
-__all__ = ["Word2VecParams", "STAGE", "word2vec", "write_corpus", "load_vectors", "load_vocab"]
+__all__ = ["Word2VecParams", "STAGE", "word2vec", "write_corpus", "write_corpus_files", "load_vectors", "load_vocab"]
 
 
 @dataclass(frozen=True)
@@ -39,30 +40,51 @@ class Word2VecParams:
     seed: int = 1234
 
 
+def _write_sentences(fh, rows, counts: dict[str, int]) -> None:
+    """Write the sentences of ``(title, instructions, names)`` rows; add to ``counts``."""
+    for title, instructions, names in rows:
+        names = names or []
+        lines = [tokenize(title)]
+        if names:
+            lines.append([ingredient_token(n) for n in names])
+        lines.extend(tokenize(underscore_ingredients(step, names)) for step in instructions)
+        for toks in lines:
+            if toks:
+                fh.write(" ".join(toks))
+                fh.write("\n")
+                counts["sentences"] += 1
+                counts["tokens"] += len(toks)
+
+
 def write_corpus(recipes: pl.DataFrame, ingredients: pl.DataFrame, path: Path, quiet: bool = True) -> dict[str, int]:
-    """Write the train corpus (one tokenised sentence a line) to ``path``."""
+    """Write the train corpus (one tokenised sentence a line) to ``path``, from whole frames."""
     train = (
         recipes.filter(pl.col("partition") == "train")
         .select("id", "title", "instructions")
         .join(ingredients.select("id", pl.col("ingredients").alias("names")), on="id", how="left", maintain_order="left")
     )
-    sentences = tokens = 0
+    counts = {"train_recipes": train.height, "sentences": 0, "tokens": 0}
     with open(path, "w", encoding="utf-8") as fh:
-        for title, instructions, names in tqdm(
-            train.select("title", "instructions", "names").iter_rows(), total=train.height, desc="word2vec corpus", disable=quiet
-        ):
-            names = names or []
-            lines = [tokenize(title)]
-            if names:
-                lines.append([ingredient_token(n) for n in names])
-            lines.extend(tokenize(underscore_ingredients(step, names)) for step in instructions)
-            for toks in lines:
-                if toks:
-                    fh.write(" ".join(toks))
-                    fh.write("\n")
-                    sentences += 1
-                    tokens += len(toks)
-    return {"train_recipes": train.height, "sentences": sentences, "tokens": tokens}
+        rows = train.select("title", "instructions", "names").iter_rows()
+        _write_sentences(fh, tqdm(rows, total=train.height, desc="word2vec corpus", disable=quiet), counts)
+    return counts
+
+
+def write_corpus_files(out: Path, path: Path, quiet: bool = True, rows: int | None = None) -> dict[str, int]:
+    """:func:`write_corpus` from ``out/recipes.parquet`` and ``out/ingredients.parquet``, read in
+    step ``rows`` recipes at a time (default ``tablestream.CHUNK_ROWS``): the same file, in
+    bounded memory."""
+    counts = {"train_recipes": 0, "sentences": 0, "tokens": 0}
+    specs = [(out / "recipes.parquet", ["partition", "title", "instructions"]),
+             (out / "ingredients.parquet", ["ingredients"])]
+    with open(path, "w", encoding="utf-8") as fh, tqdm(total=num_rows(specs[0][0]), desc="word2vec corpus",
+                                                       disable=quiet) as bar:
+        for recipes, names in iter_aligned(specs, rows):
+            train = pl.concat([recipes, names], how="horizontal").filter(pl.col("partition") == "train")
+            counts["train_recipes"] += train.height
+            _write_sentences(fh, train.select("title", "instructions", "ingredients").iter_rows(), counts)
+            bar.update(recipes.height)
+    return counts
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
@@ -70,11 +92,9 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
     out = ctx.out
     params = Word2VecParams(**ctx.params)
-    recipes = pl.read_parquet(out / "recipes.parquet", columns=["id", "partition", "title", "instructions"])
-    ingredients = pl.read_parquet(out / "ingredients.parquet", columns=["id", "ingredients"])
     corpus = out / f"word2vec-corpus.txt{TMP_MARK}{os.getpid()}"  # scratch; removed below or on re-run
     try:
-        stats = write_corpus(recipes, ingredients, corpus, ctx.quiet)
+        stats = write_corpus_files(out, corpus, ctx.quiet)
         if stats["tokens"] == 0:
             raise ValueError(f"{out / 'recipes.parquet'}: no train recipes to train word2vec on")
         ctx.log(f"word2vec: {stats['tokens']:,} tokens in {stats['sentences']:,} sentences, {ctx.workers} workers")

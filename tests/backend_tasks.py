@@ -1,0 +1,15 @@
+"""Tiny task functions for tests/test_backend_ray.py, in a module of their own so that spawned pool
+workers import nothing heavy (Ray workers get them by value)."""
+
+import time
+
+
+def slow_square(x: int) -> int:
+    time.sleep(0.05 * (3 - x % 4) if x % 4 < 3 else 0)  # later items often finish first
+    return x * x
+
+
+def root(x: float) -> float:
+    if x < 0:
+        raise ValueError(f"negative input {x}")
+    return x**0.5
