@@ -38,19 +38,9 @@ TINY_MODEL = {
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """600 demo recipes (half with 64 px photos): 230 train / 42 val pairs, 4 train shards (~3 s)."""
-    from recipekit.pipeline.demo import write_demo_corpus
-    from recipekit.pipeline.prepare import PrepareConfig, prepare
-    from recipekit.pipeline.shard import ShardParams
-    from recipekit.pipeline.word2vec import Word2VecParams
-
-    root = tmp_path_factory.mktemp("train-corpus")
-    write_demo_corpus(root / "src", recipes=600, seed=7, image_fraction=0.5, image_size=64, workers=1)
-    config = PrepareConfig(word2vec=Word2VecParams(vector_size=16, epochs=1, min_count=2),
-                           shard=ShardParams(image_size=64, max_count=64))
-    prepare(root / "src", root / "out", config=config, workers=1, quiet=True)
-    return root / "out"
+def prepared(prepared_demo) -> Path:
+    """The session's 600-recipe demo corpus (tests/conftest.py): 230 train / 42 val pairs, 4 train shards."""
+    return prepared_demo
 
 
 def tiny_config(prepared: Path, **sections) -> dict:
