@@ -11,6 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+try:
+    from stand_ins import LinearEmbedder
+except ImportError:  # tests/ imported as a package
+    from tests.stand_ins import LinearEmbedder
+
 LOSSES = {  # name: [loss] section
     "triplet": {"name": "triplet"},
     "triplet_hardest": {"name": "triplet", "aggregation": "hardest"},
@@ -18,20 +23,6 @@ LOSSES = {  # name: [loss] section
     "infonce_local": {"name": "infonce", "local_loss": True, "gather_with_grad": True},
 }
 N, B = 8, 4  # one batch of 8 pairs = 2 micro-batches (or 2 ranks) of 4
-
-
-class _Linear(torch.nn.Module):
-    """A stand-in embedder: two linear towers (enough to carry gradients through any loss)."""
-
-    def __init__(self):
-        super().__init__()
-        self.img, self.rec = torch.nn.Linear(4, 3), torch.nn.Linear(5, 3)
-
-    def forward(self, images=None, recipes=None):
-        from recipekit.embedders.model import EmbedderOutput
-
-        nf = torch.nn.functional.normalize
-        return EmbedderOutput(image=nf(self.img(images), dim=-1), recipe=nf(self.rec(recipes["x"]), dim=-1))
 
 
 def _data():
@@ -45,7 +36,7 @@ def _step(loss_section: dict, info):
     from recipekit.training.config import load_config
 
     torch.manual_seed(0)
-    model = _Linear().double()
+    model = LinearEmbedder().double()
     cfg = load_config({"data": {"prepared": "/unused"}, "loss": dict(loss_section)})
     loss, _ = build_losses(cfg, model, info)
     return model, TrainStep(model, loss.double(), None, cfg, info, AmpSettings(False, None, False))

@@ -14,6 +14,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 pytest.importorskip("webdataset")
+
+try:
+    from stand_ins import LinearEmbedder
+except ImportError:  # tests/ imported as a package
+    from tests.stand_ins import LinearEmbedder
 # torchvision 0.29 deprecates its image decoders (one warning per call); the loader still uses them
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
@@ -234,25 +239,13 @@ def test_ddp_with_two_gloo_processes_trains(prepared, tmp_path):
     assert len(list((run / "tensorboard").glob("events.*"))) == 1
 
 
-class _FakeModel(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.img, self.rec = torch.nn.Linear(4, 3), torch.nn.Linear(5, 3)
-
-    def forward(self, images=None, recipes=None):
-        from recipekit.embedders.model import EmbedderOutput
-
-        nf = torch.nn.functional.normalize
-        return EmbedderOutput(image=nf(self.img(images), dim=-1), recipe=nf(self.rec(recipes["x"]), dim=-1))
-
-
 def _gradients(rank: int, world: int, init: str | None):
     from recipekit.training.build import AmpSettings, TrainStep
     from recipekit.training.config import load_config
     from recipekit.training.distributed import DistInfo
 
     torch.manual_seed(0)
-    model = _FakeModel().double()
+    model = LinearEmbedder().double()
     cfg = load_config({"data": {"prepared": "/unused"}, "loss": {"name": "adamine", "positives": "all"}})
     g = torch.Generator().manual_seed(1)
     images, recipes = torch.randn(8, 4, generator=g).double(), torch.randn(8, 5, generator=g).double()
