@@ -223,6 +223,21 @@ class ImageTower(nn.Module):
         if self.freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
+        self.convolutional = not backbone.startswith("vit")
+        self.channels_last = False
+
+    def use_channels_last(self, enabled: bool = True) -> bool:
+        """Put a convolutional backbone (ResNet, EfficientNet) in the channels-last memory format,
+        or back (``enabled=False``); ``forward`` then lays its input out the same way. Same
+        results up to float rounding, faster: measured 1.5x for ResNet-50 training on an H200
+        (bf16), and on 2 CPU cores 1.3-1.4x inference and 1.2-1.9x training (ResNet-18/50,
+        EfficientNet-Lite0; docs/benchmarks.md). A ViT has no convolutions to speed up: it stays as
+        it is and this returns False. Returns whether the tower now uses channels-last."""
+        enabled = bool(enabled) and self.convolutional
+        if enabled != self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+            self.channels_last = enabled
+        return enabled
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -232,6 +247,8 @@ class ImageTower(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(L2-normalised embeddings [B, D], token features [B, N, C])."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         if self.freeze_backbone:
             with torch.no_grad():
                 pooled, tokens = self.backbone(images)

@@ -163,3 +163,22 @@ def test_tfood_matching_loss_and_rerank():
     assert idx.shape == (3, 3)
     with pytest.raises(ValueError, match="matching head"):
         _model("ht_resnet18").matching_loss(out)
+
+
+def test_channels_last_gives_the_same_embeddings_and_skips_vit(tmp_path):
+    from recipekit.embedders import load_embedder
+    from recipekit.embedders.image import ImageTower
+
+    torch.manual_seed(0)
+    tower = ImageTower("resnet18", embed_dim=8, image_size=64, weights=None).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = tower(x)[0]
+        assert tower.use_channels_last() is True
+        conv = tower.backbone.net.conv1.weight if hasattr(tower.backbone, "net") else next(
+            p for p in tower.backbone.parameters() if p.dim() == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(tower(x)[0], before, atol=1e-5)
+        assert tower.use_channels_last(False) is False and conv.is_contiguous()
+    vit = ImageTower("vit_b_16", embed_dim=8, image_size=32, weights=None)
+    assert vit.use_channels_last() is False and vit.channels_last is False

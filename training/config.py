@@ -100,7 +100,7 @@ class TrainSection:
     epochs: int = 1
     freeze_backbone_epochs: int = 0  # backbone frozen for the first N epochs, then fine-tuned
     amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | bf16 | fp16 | off
-    channels_last: bool = True  # CUDA only: convolutional backbones in channels-last memory format
+    channels_last: bool = True  # convolutional backbones in channels-last memory format (GPU and CPU)
     accumulate: int = 1  # micro-batches per optimiser step
     seed: int = 0
     cache_features: bool = False  # CPU-friendly: frozen backbone features computed once (docs)

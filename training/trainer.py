@@ -78,10 +78,9 @@ class _Run:
         for m in (self.loss, self.recipe_loss):
             if m is not None:
                 m.to(self.dev)
-        self.channels_last = (self.on_gpu and cfg.train.channels_last and not self.cached
-                              and not self.model.config["image"]["backbone"].startswith("vit"))
-        if self.channels_last:
-            self.model.image_tower.to(memory_format=torch.channels_last)
+        # convolutional backbones in channels-last, on GPUs and CPUs alike (faster on both: measured)
+        self.channels_last = (cfg.train.channels_last and not self.cached
+                              and self.model.image_tower.use_channels_last())
         self.amp = build.amp_settings(cfg.train.amp, self.dev)
         self._make_data()
         if info.is_main:  # the model and the data are there: the run folder starts
@@ -171,9 +170,7 @@ class _Run:
         images = batch["images"].to(self.dev, non_blocking=True)
         if self.on_gpu:  # the loader hands uint8 on GPU runs: normalise on the device
             images = self.loader_info.normalise(images)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return {"recipes": recipes, "images": images, "labels": labels}
+        return {"recipes": recipes, "images": images, "labels": labels}  # the tower lays them out
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         from tqdm import tqdm
