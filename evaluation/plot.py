@@ -61,6 +61,20 @@ def _frame(ax, colour: str, width: float) -> None:
         spine.set_linewidth(width)
 
 
+def save_png(fig, out: str | os.PathLike, *, dpi: float | None = None) -> Path:
+    """Write a matplotlib figure as a PNG under a temporary name, rename it, and close the figure
+    (also on error). Returns the path."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return out
+
+
 def plot_retrievals(emb: SplitEmbeddings, folder: str | os.PathLike, out: str | os.PathLike, *,
                     n_queries: int = 3, k: int = 5, bag_size: int = 1000, sampling: str = "independent",
                     seed: int = 1234) -> Path:
@@ -119,10 +133,4 @@ def plot_retrievals(emb: SplitEmbeddings, folder: str | os.PathLike, out: str | 
     where = f"a bag of {len(bag)}" if len(bag) < n else f"all {n} pairs"
     fig.suptitle(f"Top-{k} retrievals within {where} (green: the true match)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    out = Path(out)
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=80, format="png")
-    finally:
-        plt.close(fig)
-    return out
+    return save_png(fig, out, dpi=80)

@@ -21,6 +21,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
+from .remote import open_shard
+
 __all__ = ["iter_members", "split_key", "tar_samples"]
 
 _BLOCK = 512
@@ -98,12 +100,6 @@ def split_key(name: str) -> tuple[str, str] | tuple[None, None]:
     return (m.group(1), m.group(2)) if m else (None, None)
 
 
-def _open(url: str) -> BinaryIO:
-    from .remote import open_shard
-
-    return open_shard(url)
-
-
 class tar_samples:
     """Stage: ``{"url"}`` items -> samples ``{"__key__", "__url__", ext: bytes, ...}``.
     ``handler(exc)`` decides on a shard that fails: True skips the rest of it, False (or
@@ -116,7 +112,7 @@ class tar_samples:
         for item in src:
             url = os.fspath(item["url"])
             try:
-                with _open(url) as stream:
+                with open_shard(url) as stream:
                     sample: dict[str, Any] | None = None
                     for name, data in iter_members(stream, url):
                         key, ext = split_key(name)

@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from recipekit.pipeline.stagekit import atomic_path
-
 __all__ = ["TsneSelection", "plot_tsne", "read_class_labels", "select_pairs", "tsne_points"]
 
 # Colour-blind-safe (Okabe-Ito), enough for the default five classes and a few more.
@@ -112,6 +110,8 @@ def _draw(img_xy: np.ndarray, rec_xy: np.ndarray, sel: TsneSelection, out: Path,
     from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
 
+    from recipekit.evaluation.plot import save_png
+
     colours = [PALETTE[i % len(PALETTE)] for i in range(len(sel.names))]
     fig, ax = plt.subplots(figsize=(8, 7))
     segments = np.stack([img_xy, rec_xy], axis=1)
@@ -131,12 +131,7 @@ def _draw(img_xy: np.ndarray, rec_xy: np.ndarray, sel: TsneSelection, out: Path,
     ax.set_title(title, fontsize=10)
     ax.autoscale_view()
     fig.tight_layout()
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
-    return out
+    return save_png(fig, out, dpi=100)
 
 
 def plot_tsne(

@@ -59,16 +59,9 @@ def trained_demo_run(prepared_demo, tmp_path_factory) -> Path:
     """A small ResNet-18 / transformer model trained 2 epochs on CPU on ``prepared_demo`` (RUN/best.pt)."""
     from recipekit.training import train
 
-    cfg = {
-        "data": {"prepared": str(prepared_demo), "batch_size": 16, "num_workers": 0},
-        "model": {"embedder": "ht_resnet18",
-                  "overrides": {"embed_dim": 16, "image": {"image_size": 64, "weights": None},
-                                "recipe": {"hidden": 16, "heads": 2, "layers": 1, "ff_dim": 32}}},
-        "loss": {"name": "triplet"},
-        "optim": {"lr": 1e-3},
-        "train": {"epochs": 2, "seed": 0},
-        "log": {"progress": False, "tensorboard": False, "curves": False},
-    }
+    from stand_ins import tiny_run_config
+
+    cfg = tiny_run_config(data={"prepared": str(prepared_demo)})
     run = tmp_path_factory.mktemp("runs") / "demo"
     train(cfg, run, device="cpu")
     return run

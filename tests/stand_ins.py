@@ -1,6 +1,29 @@
-"""Small stand-ins shared by the trainer's gradient tests (imported by test modules, not collected)."""
+"""Small stand-ins shared by tests (imported by test modules and tests/conftest.py, not collected)."""
+
+import copy
 
 import torch
+
+# The smallest run that trains end to end on CPU: ResNet-18 on 64 px photos, a one-layer H-T tower.
+_TINY_RUN = {
+    "data": {"batch_size": 16, "num_workers": 0},
+    "model": {"embedder": "ht_resnet18",
+              "overrides": {"embed_dim": 16, "image": {"image_size": 64, "weights": None},
+                            "recipe": {"hidden": 16, "heads": 2, "layers": 1, "ff_dim": 32}}},
+    "loss": {"name": "triplet"},
+    "optim": {"lr": 1e-3},
+    "train": {"epochs": 2, "seed": 0},
+    "log": {"progress": False, "tensorboard": False, "curves": False},
+}
+
+
+def tiny_run_config(**sections) -> dict:
+    """A fresh copy of the tiny run config; ``sections`` update its sections key by key
+    (``data={"prepared": ...}``)."""
+    cfg = copy.deepcopy(_TINY_RUN)
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
 
 
 class LinearEmbedder(torch.nn.Module):

@@ -3,7 +3,6 @@ corpus's shards folder; loaders, training and evaluation read it as they read th
 
 from __future__ import annotations
 
-import copy
 import functools
 import http.server
 import json
@@ -24,17 +23,7 @@ from recipekit.loaders import make_loader, resolve_shards  # noqa: E402
 from recipekit.loaders.remote import split_shards  # noqa: E402
 from recipekit.loaders.tario import tar_samples  # noqa: E402
 from recipekit.pipeline.vocab import Vocabulary  # noqa: E402
-
-TINY = {
-    "data": {"batch_size": 16, "num_workers": 0, "epoch_length": 64},  # 4 batches: the data path is the point
-    "model": {"embedder": "ht_resnet18",
-              "overrides": {"embed_dim": 16, "image": {"image_size": 64, "weights": None},
-                            "recipe": {"hidden": 16, "heads": 2, "layers": 1, "ff_dim": 32}}},
-    "loss": {"name": "triplet"},
-    "optim": {"lr": 1e-3},
-    "train": {"epochs": 1, "seed": 0},
-    "log": {"progress": False, "tensorboard": False, "curves": False},
-}
+from stand_ins import tiny_run_config  # noqa: E402
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -144,9 +133,8 @@ def test_split_locations(prepared_demo, server):
 
 # -- training and evaluation ---------------------------------------------------------------------
 def _config(prepared: Path, **data) -> dict:
-    cfg = copy.deepcopy(TINY)
-    cfg["data"].update(prepared=str(prepared), **data)
-    return cfg
+    # 4 batches of one epoch: the data path is the point
+    return tiny_run_config(data={"prepared": str(prepared), "epoch_length": 64, **data}, train={"epochs": 1})
 
 
 @pytest.fixture(scope="module")
