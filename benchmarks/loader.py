@@ -100,9 +100,11 @@ def _timed_epoch(loader, workers: int, images) -> dict[str, float]:
     return clock.result(n, workers)
 
 
-def bare_rate(images: list[bytes], decoder: str, normalize: bool = True, batch_size: int = 64) -> dict[str, float]:
+def bare_rate(images: list[bytes], decoder: str, normalize: bool = True, batch_size: int = 64,
+              fresh: bool = False) -> dict[str, float]:
     """Images/s of decode + train transform (+ normalise into a float batch, or a uint8 batch)
-    on one core, with no loader around it (the per-core limit for these images)."""
+    on one core, with no loader around it: the per-core limit for these images, writing batch
+    after batch into the same memory (``fresh``: into newly allocated memory each batch)."""
     import torch
     from recipekit.loaders.images import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder
 
@@ -112,10 +114,12 @@ def bare_rate(images: list[bytes], decoder: str, normalize: bool = True, batch_s
     inv = 1 / (torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255)
     for data in images[:16]:  # warm up (imports, first-call initialisation)
         dec(data, rng)
+    dtype = torch.float32 if normalize else torch.uint8
+    buffer = torch.empty(batch_size, 3, 224, 224, dtype=dtype)
     with Clock() as clock:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            out = torch.empty(len(chunk), 3, 224, 224, dtype=torch.float32 if normalize else torch.uint8)
+            out = torch.empty(len(chunk), 3, 224, 224, dtype=dtype) if fresh else buffer[: len(chunk)]
             for k, data in enumerate(chunk):
                 out[k].copy_(dec(data, rng))
                 if normalize:
@@ -127,15 +131,16 @@ def _bare_job(job) -> dict[str, float]:
     return bare_rate(*job)
 
 
-def bare_rate_concurrent(images: list[bytes], decoder: str, processes: int, normalize: bool = True) -> dict[str, float]:
+def bare_rate_concurrent(images: list[bytes], decoder: str, processes: int, normalize: bool = True,
+                         fresh: bool = False) -> dict[str, float]:
     """``bare_rate`` in ``processes`` processes at once (every worker's core busy, as when a
     loader runs that many workers): the median process's figures."""
     import multiprocessing as mp
 
     if processes <= 1:
-        return bare_rate(images, decoder, normalize)
+        return bare_rate(images, decoder, normalize, fresh=fresh)
     with mp.get_context("fork").Pool(processes) as pool:
-        results = pool.map(_bare_job, [(images, decoder, normalize)] * processes)
+        results = pool.map(_bare_job, [(images, decoder, normalize, 64, fresh)] * processes)
     return {k: statistics.median(r[k] for r in results) for k in results[0]}
 
 
@@ -285,12 +290,14 @@ def measure(src: Path, out: Path, args, *, recipes: int | None, epoch_length: in
     load = lambda e, **o: loader_rate(folder, vocab, epoch=e, epoch_length=n, **common, **o)
     configs = {f"bare/{d}": (lambda e, d=d: bare_rate_concurrent(many, d, w)) for d in DECODERS}
     configs["bare/uint8"] = lambda e: bare_rate_concurrent(many, DEFAULT, w, normalize=False)
+    configs["bare/fresh"] = lambda e: bare_rate_concurrent(many, DEFAULT, w, fresh=True)
     configs["baseline"] = lambda e: baseline_rate(groups, epoch=e, length=n, **common)
     for d in DECODERS:  # defaults: token ids from OUT/recipes.lmdb (store="auto"), collate_recipes, float images
         configs[f"loader/{d}"] = lambda e, d=d: load(e, decoder=d)
     configs["loader/json"] = lambda e: load(e, decoder=DEFAULT, store=None)
     configs["loader/loop"] = lambda e: load(e, decoder=DEFAULT, recipe_collate=loop_collate)
     configs["loader/uint8"] = lambda e: load(e, decoder=DEFAULT, normalize=False)
+    configs["loader/fresh"] = lambda e: load(e, decoder=DEFAULT, recycle_buffers=False)
     runs: dict[str, list[dict]] = {k: [] for k in configs}
     for run in range(args.runs):  # interleaved, so that load from elsewhere hits every configuration alike
         for name, fn in configs.items():
@@ -311,6 +318,8 @@ def report(name: str, res: dict, args) -> list[str]:
             ("`store=None`: tokenise each sample's JSON", "loader/json", DEFAULT, f"bare/{DEFAULT}"),
             ("`recipe_collate=` per-sentence padding (collate_recipes before 2026-11-29)", "loader/loop", DEFAULT,
              f"bare/{DEFAULT}"),
+            ("`recycle_buffers=False`: a new shared-memory segment per batch", "loader/fresh",
+             DEFAULT, f"bare/{DEFAULT}"),
             ("`normalize=False`: uint8 images, normalised on the device", "loader/uint8", DEFAULT, "bare/uint8")]
     lines = [f"**{name}**: {res['samples']:,} train samples in the shards, epochs of {res['epoch']:,} samples (one "
              f"photo each); the baseline reads the {res['originals']:,} original photos of the same recipes, one "
@@ -327,10 +336,11 @@ def report(name: str, res: dict, args) -> list[str]:
         lines.append(f"| {what} | {dec} | {m['rate']:,.0f} | {m['rate'] / w:,.0f} | {m['rate'] / base:.1f}x "
                      f"| {m['cpu_ms']:.2f} | " + " | ".join(cells) + " |")
     for key, what, dec in [*((f"bare/{d}", "bare: decode + transform + normalise (float)", d) for d in DECODERS),
-                           ("bare/uint8", "bare: decode + transform (uint8)", DEFAULT)]:
+                           ("bare/uint8", "bare: decode + transform (uint8)", DEFAULT),
+                           ("bare/fresh", "bare, float, into newly allocated memory each batch", DEFAULT)]:
         b = r[key]
         lines.append(f"| {what}, {w} process(es) at once | {dec} | {b['rate']:,.0f} per process | | | "
-                     f"{b['cpu_ms']:.2f} | 100% | 100% |")
+                     f"{b['cpu_ms']:.2f} | " + ("100% | 100% |" if key != "bare/fresh" else " |  |"))
     d = r[f"loader/{DEFAULT}"]
     x, cpu_ratio = d["rate"] / base, r[f"bare/{DEFAULT}"]["cpu_ms"] / d["cpu_ms"]
     best = max((f"loader/{DEFAULT}", "loader/uint8"), key=lambda k: r[k]["rate"])
@@ -338,13 +348,15 @@ def report(name: str, res: dict, args) -> list[str]:
               f"({'met' if x >= 3 else 'not met'}); a worker at >= 85% of the bare per-core rate: {cpu_ratio:.0%} by "
               f"CPU time ({'met' if cpu_ratio >= 0.85 else 'not met'}). Fastest variant measured: "
               f"{r[best]['rate'] / base:.1f}x the baseline.",
-              f"Where a worker's CPU goes beyond the bare work (ms/image): vectorised padding saved "
-              f"{r['loader/loop']['cpu_ms'] - d['cpu_ms']:.2f} against the per-sentence one; float32 "
-              f"rather than uint8 images {d['cpu_ms'] - r['loader/uint8']['cpu_ms']:.2f} (bare: "
-              f"{r[f'bare/{DEFAULT}']['cpu_ms'] - r['bare/uint8']['cpu_ms']:.2f}; fresh batch memory is page-faulted "
-              "in, dearly on this VM); the rest "
-              f"{r['loader/uint8']['cpu_ms'] - r['bare/uint8']['cpu_ms']:.2f} (tar reading, store reads, the "
-              "Python stages, shared memory and hand-over to the main process).",
+              f"Where a worker's CPU goes beyond the bare work (ms/image): "
+              f"{d['cpu_ms'] - r[f'bare/{DEFAULT}']['cpu_ms']:.2f} in all (tar reading, store reads, the Python "
+              "stages, shared memory and the hand-over to the main process). Recycled batch memory saves "
+              f"{r['loader/fresh']['cpu_ms'] - d['cpu_ms']:.2f} against a new shared-memory segment per batch "
+              f"(bare: newly allocated private memory costs {r['bare/fresh']['cpu_ms'] - r[f'bare/{DEFAULT}']['cpu_ms']:.2f}"
+              "; the kernel zeroes and maps every page again, dearly on this VM); vectorised padding saved "
+              f"{r['loader/loop']['cpu_ms'] - d['cpu_ms']:.2f} against the per-sentence one; uint8 rather than "
+              f"float32 images save {d['cpu_ms'] - r['loader/uint8']['cpu_ms']:.2f} (bare: "
+              f"{r[f'bare/{DEFAULT}']['cpu_ms'] - r['bare/uint8']['cpu_ms']:.2f}).",
               f"Decoder: {DEFAULT} is the default (`decoder=\"auto\"`) because it is the faster here, bare and in the "
               f"loader ({r[f'bare/{DEFAULT}']['rate']:,.0f} vs {r['bare/pil']['rate']:,.0f} images/s per process); "
               "Pillow with `draft` stays available as `decoder=\"pil\"` and is what `auto` uses when torchvision's "
@@ -386,7 +398,8 @@ def main() -> None:
             "baseline too); per worker = images/s / workers. Worker CPU ms/image = CPU time of the worker processes "
             "(user + system, from /proc) per image. 'vs bare' compares a worker with the per-core limit, "
             "'bare': a process that decodes the same shard JPEGs from memory, crops, flips and normalises them into "
-            "a batch (`ImageDecoder`, no loader), run in as many processes at once as the loader has workers (both "
+            "a batch (`ImageDecoder`, no loader; batch after batch into the same memory, so no allocation is "
+            "counted), run in as many processes at once as the loader has workers (both "
             "cores busy, as under the loader). The CPU column divides bare CPU "
             "ms/image by the worker's (insensitive to other load on the machine), the wall column divides per-worker "
             "images/s by bare images/s per process.", ""]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from recipekit.pipeline.vocab import tokenise_sample
 
+from .buffers import SLOT_KEY, BatchBuffers, shared_empty
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder
 from .shards import SharedEpoch, stage_rng
 
@@ -193,14 +194,7 @@ def empty_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     (as ``default_collate`` does), so handing it to the main process copies nothing."""
     from torch.utils.data import get_worker_info
 
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    proto = torch.empty(0, dtype=dtype)
-    numel = 1
-    for d in shape:
-        numel *= d
-    storage = proto._typed_storage()._new_shared(numel, device=proto.device)
-    return proto.new(storage).resize_(shape)
+    return torch.empty(shape, dtype=dtype) if get_worker_info() is None else shared_empty(shape, dtype)
 
 
 def small_as_numpy(batch: dict[str, Any]) -> dict[str, Any]:
@@ -227,11 +221,13 @@ class decode_batch:
 
     Recipe token ids come from :func:`~recipekit.pipeline.vocab.tokenise_sample` on each
     sample's JSON, or, when ``store`` is given, from the LMDB store (same ids, read instead of
-    computed). ``recipe_collate`` replaces ``collate_recipes`` (same input and output)."""
+    computed). ``recipe_collate`` replaces ``collate_recipes`` (same input and output).
+    ``buffers``: in DataLoader workers, write the images into recycled shared-memory slots
+    (:class:`~recipekit.loaders.buffers.BatchBuffers`) instead of a new segment per batch."""
 
     def __init__(self, *, vocab: Any, decoder: ImageDecoder, mean, std, normalize: bool = True,
                  limits: tuple[int, int, int] = (20, 20, 15), store: Any = None, recipe_collate: Any = None,
-                 seed: int, epoch: SharedEpoch, rank: int):
+                 buffers: BatchBuffers | None = None, seed: int, epoch: SharedEpoch, rank: int):
         self.vocab, self.decoder, self.normalize, self.limits, self.store = vocab, decoder, normalize, limits, store
         if recipe_collate is None:
             from recipekit.embedders.text import (
@@ -242,7 +238,7 @@ class decode_batch:
         self.recipe_collate = recipe_collate
         self.mean = torch.tensor(mean or IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1) * 255.0
         self.inv_std = 1.0 / (torch.tensor(std or IMAGENET_STD, dtype=torch.float32).view(3, 1, 1) * 255.0)
-        self.seed, self.epoch, self.rank = seed, epoch, rank
+        self.seed, self.epoch, self.rank, self.buffers = seed, epoch, rank, buffers
 
     def tokens(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -259,18 +255,20 @@ class decode_batch:
     def __call__(self, src: Iterator[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
         from torch.utils.data import get_worker_info
 
-        collate, in_worker = self.recipe_collate, get_worker_info() is not None
+        collate, worker = self.recipe_collate, get_worker_info()
+        in_worker, buffers = worker is not None, self.buffers if worker is not None else None
         rng = stage_rng(self.seed, self.epoch.get(), self.rank, "augment") if self.decoder.train else None
         size = self.decoder.size
         for items in src:
-            images = empty_batch((len(items), 3, size, size), torch.float32 if self.normalize else torch.uint8)
+            shape, dtype = (len(items), 3, size, size), torch.float32 if self.normalize else torch.uint8
+            images, slot = buffers.acquire(worker.id, shape, dtype) if buffers else (empty_batch(shape, dtype), None)
             for k, it in enumerate(items):
                 image = images[k]
                 image.copy_(self.decoder(it["image"], rng))  # uint8 -> float32 in the copy
                 if self.normalize:
                     image.sub_(self.mean).mul_(self.inv_std)
             batch = {
-                "images": images,
+                "images": buffers.outgoing(images, slot) if buffers else images,
                 "recipes": collate(self.tokens(items)),
                 "class_ids": torch.tensor([it["class_id"] for it in items], dtype=torch.long),
                 "image_index": torch.tensor([it["image_index"] for it in items], dtype=torch.long),
@@ -278,4 +276,6 @@ class decode_batch:
             }
             if "_balanced" in items[0]:
                 batch["balanced"] = all(it["_balanced"] for it in items)
+            if slot is not None:
+                batch[SLOT_KEY] = slot
             yield small_as_numpy(batch) if in_worker else batch

@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .batching import as_torch, batches, class_aware_batches, decode_batch, pick_image
+from .buffers import SLOT_KEY, BatchBuffers
 from .images import ImageDecoder, normalisation_for
 from .shards import (
     ShardList,
@@ -108,6 +109,7 @@ def pipeline_stages(
     split_samples: bool = False,
     handler=None,
     image_pick: str | None = None,
+    buffers: BatchBuffers | None = None,
 ) -> list:
     """The loader's data path as one list of stages (see the module docstring); with
     ``split_samples`` the two split stages come after ``tar_samples``."""
@@ -131,8 +133,12 @@ def pipeline_stages(
         shuffle_buffer(shuffle_size, **common) if train and shuffle_size > 1 else None,
         group,
         decode_batch(vocab=vocab, decoder=image, mean=mean, std=std, normalize=normalize, limits=limits, store=store,
-                     recipe_collate=recipe_collate, **common),
+                     recipe_collate=recipe_collate, buffers=buffers, **common),
     ]
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
 
 
 class ShardLoader(DataLoader):
@@ -140,10 +146,15 @@ class ShardLoader(DataLoader):
     the next epoch (0, 1, 2, ...) unless :meth:`set_epoch` chose one. ``len(loader)`` is the
     number of batches per epoch when the epoch has a fixed length."""
 
-    def __init__(self, dataset, info: LoaderInfo, **kwargs):
+    def __init__(self, dataset, info: LoaderInfo, buffers: BatchBuffers | None = None, **kwargs):
+        # collate_fn: the batches are made already; DataLoader's default (default_convert) would
+        # turn the small numpy arrays back into tensors in the worker, each then handed over as
+        # its own shared-memory segment (batching.small_as_numpy says why that is slow)
+        kwargs.setdefault("collate_fn", _as_is)
         super().__init__(dataset, batch_size=None, **kwargs)
-        self.info = info
+        self.info, self.buffers = info, buffers
         self._next_epoch = 0
+        self._started = False
 
     def set_epoch(self, epoch: int) -> None:
         self._next_epoch = int(epoch)
@@ -155,8 +166,19 @@ class ShardLoader(DataLoader):
     def __iter__(self):
         self.info.epoch.set(self._next_epoch)
         self._next_epoch += 1
+        if self.buffers is not None and not (self.persistent_workers and self._started):
+            self.buffers.reset()  # new worker processes are about to start
+        self._started = True
         batches = super().__iter__()
-        return map(as_torch, batches) if self.num_workers > 0 else batches
+        return map(self._received, batches) if self.num_workers > 0 else batches
+
+    def _received(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """In the main process, each batch from a worker: numpy back to torch, and the
+        recycled image slot recorded (``recipekit.loaders.buffers``)."""
+        marker = batch.pop(SLOT_KEY, None)
+        if self.buffers is not None:
+            batch["images"] = self.buffers.received(marker, batch["images"])
+        return as_torch(batch)
 
     def __len__(self) -> int:
         if self.info.batches_per_epoch is None:
@@ -169,8 +191,10 @@ def make_dataset(shards, *, vocab: Any, train: bool, batch_size: int, num_worker
                  world_size: int | None = None, class_aware: bool = False, class_aware_options: dict | None = None,
                  image_size: int = 224, decoder: str = "auto", embedder: Any = None, normalize: bool = True,
                  shuffle_size: int = 2000, limits: tuple[int, int, int] = (20, 20, 15), store: Any = "auto",
-                 recipe_collate: Any = None, handler=None, image_pick: str | None = None):
-    """The ``webdataset.DataPipeline`` and its :class:`LoaderInfo` (arguments of :func:`make_loader`)."""
+                 recipe_collate: Any = None, handler=None, image_pick: str | None = None,
+                 buffers: BatchBuffers | None = None):
+    """The ``webdataset.DataPipeline`` and its :class:`LoaderInfo` (arguments of :func:`make_loader`;
+    ``buffers``: the recycled image slots its workers write into, made by :func:`make_loader`)."""
     import webdataset as wds
 
     spec = resolve_shards(shards)
@@ -200,7 +224,7 @@ def make_dataset(shards, *, vocab: Any, train: bool, batch_size: int, num_worker
         samples_per_worker=per_worker, rank=rank, world_size=world_size, seed=seed, shuffle_size=shuffle_size,
         class_aware=class_aware, class_aware_options=class_aware_options, image=image, mean=mean, std=std,
         normalize=normalize, limits=limits, store=store, recipe_collate=recipe_collate, split_samples=split_samples,
-        handler=handler, image_pick=image_pick,
+        handler=handler, image_pick=image_pick, buffers=buffers,
     )
     return wds.DataPipeline(*stages), info
 
@@ -270,6 +294,7 @@ def make_loader(
     prefetch_factor: int | None = None,
     handler=None,
     image_pick: str | None = None,
+    recycle_buffers: bool = True,
 ) -> tuple[ShardLoader, LoaderInfo]:
     """A loader of image-recipe batches from WebDataset shards, and what it will deliver.
 
@@ -282,8 +307,8 @@ def make_loader(
     ``decoder``: ``"auto"`` (the measured faster), ``"pil"`` or ``"torchvision"``.
     ``embedder``: a JointEmbedder, config or config name whose normalisation to use (default
     ImageNet); ``normalize=False`` returns uint8 images, to normalise on the device with
-    ``info.normalise(images)``: a float32 batch costs a worker about 0.4 ms more per image
-    (touching 4x the shared memory; docs/benchmarks.md).
+    ``info.normalise(images)``: a quarter of the bytes to hand over and to copy to a GPU (and
+    about 0.05 ms less worker CPU per image here; docs/benchmarks.md).
     ``limits``: (max_ingredients, max_instructions, max_tokens) of the tokeniser.
     ``store``: where recipe token ids come from. ``"auto"``: ``OUT/recipes.lmdb`` when the
     shards are ``OUT/shards/{partition}`` and the store was built with this vocabulary and
@@ -293,17 +318,27 @@ def make_loader(
     a replacement for ``collate_recipes`` (same input, same output; default: it).
     ``image_pick``: which photo of a recipe, ``"first"`` or ``"random"`` (default: random
     when training, the first for eval; a random eval pick is fixed per recipe and ``seed``).
+    ``recycle_buffers`` (with workers): each worker writes its image batches into a few
+    shared-memory slots it reuses once the main process no longer references their last
+    batch (:mod:`recipekit.loaders.buffers`), instead of a new segment per batch that the
+    kernel must zero and map again: about 0.4 ms less worker CPU per float image here
+    (docs/benchmarks.md). A batch sent on to another process must be copied first.
     Batches are described in :mod:`recipekit.loaders.batching`.
     """
+    pinned = pin_memory and torch.cuda.is_available()
+    buffers = None
+    if num_workers > 0 and recycle_buffers:  # in flight: prefetch per worker; + held, pinned and being freed
+        buffers = BatchBuffers(num_workers, (prefetch_factor or 2) + 3, pinned=pinned)
     dataset, info = make_dataset(
         shards, vocab=vocab, train=train, batch_size=batch_size, num_workers=num_workers, epoch_length=epoch_length,
         seed=seed, rank=rank, world_size=world_size, class_aware=class_aware, class_aware_options=class_aware_options,
         image_size=image_size, decoder=decoder, embedder=embedder, normalize=normalize, shuffle_size=shuffle_size,
         limits=limits, store=store, recipe_collate=recipe_collate, handler=handler, image_pick=image_pick,
+        buffers=buffers,
     )
-    kwargs: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory and torch.cuda.is_available()}
+    kwargs: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pinned}
     if num_workers > 0:
         kwargs["persistent_workers"] = persistent_workers
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
-    return ShardLoader(dataset, info, **kwargs), info
+    return ShardLoader(dataset, info, buffers, **kwargs), info
