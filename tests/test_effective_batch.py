@@ -12,9 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 try:
-    from stand_ins import LinearEmbedder
+    from stand_ins import LinearEmbedder, local_init_method
 except ImportError:  # tests/ imported as a package
-    from tests.stand_ins import LinearEmbedder
+    from tests.stand_ins import LinearEmbedder, local_init_method
 
 LOSSES = {  # name: [loss] section
     "triplet": {"name": "triplet"},
@@ -71,10 +71,10 @@ def test_accumulation_averages_micro_batch_gradients_and_is_not_a_larger_batch(n
     assert not all(torch.allclose(a, b, rtol=1e-6, atol=1e-9) for a, b in zip(accumulated, large))
 
 
-def _ddp_worker(rank: int, out: str) -> None:
+def _ddp_worker(rank: int, out: str, init: str) -> None:
     from recipekit.training.distributed import DistInfo
 
-    torch.distributed.init_process_group("gloo", init_method=f"file://{out}/init", rank=rank, world_size=2)
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     images, recipes = _data()
     part = slice(rank * B, (rank + 1) * B)
     info = DistInfo(rank=rank, world_size=2, backend="gloo")
@@ -96,7 +96,7 @@ def test_two_ranks_gather_negatives_like_one_process_with_the_global_batch(tmp_p
     import torch.multiprocessing as mp
     from recipekit.training.distributed import DistInfo
 
-    mp.spawn(_ddp_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(str(tmp_path), local_init_method()), nprocs=2, join=True)
     ranks = [torch.load(Path(tmp_path) / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for name, section in LOSSES.items():
         images, recipes = _data()

@@ -7,6 +7,11 @@ import pytest
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
+try:
+    from stand_ins import local_init_method
+except ImportError:  # tests/ imported as a package
+    from tests.stand_ins import local_init_method
+
 WORLD, SHARD, DIM = 2, 3, 5
 MODES = {"global": (False, False), "local_with_grad": (True, True)}
 
@@ -18,10 +23,10 @@ def _data():
     return v, r
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, init: str, out_dir: str) -> None:
     from recipekit.losses import create_loss
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
     try:
         v, r = _data()
         part = slice(rank * SHARD, (rank + 1) * SHARD)
@@ -42,7 +47,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 def test_infonce_all_gather_matches_single_process(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(local_init_method(), str(tmp_path)), nprocs=WORLD, join=True)
     from recipekit.losses import create_loss
 
     v, r = _data()

@@ -16,9 +16,9 @@ pytest.importorskip("torchvision")
 pytest.importorskip("webdataset")
 
 try:
-    from stand_ins import LinearEmbedder
+    from stand_ins import LinearEmbedder, local_init_method
 except ImportError:  # tests/ imported as a package
-    from tests.stand_ins import LinearEmbedder
+    from tests.stand_ins import LinearEmbedder, local_init_method
 # torchvision 0.29 deprecates its image decoders (one warning per call); the loader still uses them
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
@@ -211,9 +211,9 @@ def test_cached_features_need_a_frozen_backbone(prepared, tmp_path):
 
 
 # -- DDP --------------------------------------------------------------------------------------------
-def _ddp_train_worker(rank: int, cfg: dict, run: str, out: str) -> None:
+def _ddp_train_worker(rank: int, cfg: dict, run: str, out: str, init: str) -> None:
     torch.set_num_threads(1)
-    result = train(cfg, run, device="cpu", rank=rank, world_size=2, init_method=f"file://{out}/init")
+    result = train(cfg, run, device="cpu", rank=rank, world_size=2, init_method=init)
     Path(out, f"rank{rank}.json").write_text(json.dumps({"epochs": result.epochs, "history": len(result.history)}))
 
 
@@ -226,7 +226,7 @@ def test_ddp_with_two_gloo_processes_trains(prepared, tmp_path):
                       loss={"name": "triplet", "recipe_weight": 1.0},
                       train={"freeze_backbone_epochs": 1, "accumulate": 1})
     run = tmp_path / "run"
-    mp.spawn(_ddp_train_worker, args=(cfg, str(run), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_train_worker, args=(cfg, str(run), str(tmp_path), local_init_method()), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks == [{"epochs": 2, "history": 2}, {"epochs": 2, "history": 0}]  # only rank 0 logs
     blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
@@ -267,8 +267,8 @@ def _loss(cfg):
     return create_loss(cfg.loss.name, **cfg.loss.options).double()
 
 
-def _ddp_gradient_worker(rank: int, out: str) -> None:
-    value, grads = _gradients(rank, 2, f"file://{out}/init")
+def _ddp_gradient_worker(rank: int, out: str, init: str) -> None:
+    value, grads = _gradients(rank, 2, init)
     torch.save({"value": value, "grads": grads}, f"{out}/grad{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -278,7 +278,7 @@ def test_ddp_gathered_loss_gives_the_single_process_gradient(tmp_path):
     """AdaMine (semantic terms: labels gathered too) on 2 x 4 samples == one process on 8."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_gradient_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    mp.spawn(_ddp_gradient_worker, args=(str(tmp_path), local_init_method()), nprocs=2, join=True)
     value, grads = _gradients(0, 1, None)
     for rank in range(2):
         got = torch.load(tmp_path / f"grad{rank}.pt", weights_only=True)

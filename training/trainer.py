@@ -335,7 +335,7 @@ def train(config: str | os.PathLike | Mapping[str, Any] | TrainConfig, run_dir: 
     ``["optim.lr=3e-4", ...]``. ``run_dir`` (default ``runs/<config file stem>``) must not hold
     a run unless ``resume``. ``device``: ``auto`` | ``cpu`` | ``cuda`` (``cuda:N``). ``rank`` /
     ``world_size`` / ``init_method``: for processes started without torchrun (e.g.
-    ``torch.multiprocessing.spawn`` with ``init_method="file:///tmp/init"``); under torchrun they
+    ``torch.multiprocessing.spawn`` with ``init_method="tcp://127.0.0.1:29500"``; docs/training.md); under torchrun they
     come from the environment. ``stop_after``: end this call after that many epochs (the run
     stays resumable: a job with a time limit trains a few epochs per submission)."""
     cfg = load_config(config, overrides)
