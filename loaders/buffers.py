@@ -13,10 +13,10 @@ start, goes FREE -> SENT (worker) -> RECEIVED (main process) -> FREE (main proce
 
 * worker: :meth:`BatchBuffers.acquire` takes a slot of its own that is FREE (or makes a new
   one, up to ``slots``), marks it SENT and returns a view of it with a marker for the batch
-  (:data:`SLOT_KEY`: worker, pid, slot, shape). The first batch in a slot carries the tensor
-  (through the DataLoader's shared-memory hand-over, which maps the segment in the main
-  process); later ones carry only the marker, as the main process maps the slot already
-  (with ``pin_memory`` they carry the tensor every time, for the pin-memory thread to copy).
+  (:data:`SLOT_KEY`: worker, pid, slot, shape). A batch carries the tensor (through the
+  DataLoader's shared-memory hand-over, which maps the segment in the main process) until the
+  main process says it holds that slot (a shared flag); then only the marker (with
+  ``pin_memory``, the tensor every time, for the pin-memory thread to copy).
   With every slot taken it falls back to a one-off segment (the old way: it never blocks,
   never waits on the main process).
 * main process: :meth:`BatchBuffers.received` returns the batch's images (a view of the slot
@@ -24,6 +24,10 @@ start, goes FREE -> SENT (worker) -> RECEIVED (main process) -> FREE (main proce
   any more: the storage's use count shows no tensor, view or numpy array in this process still
   pointing into it. With ``pin_memory`` the images reaching the main thread are a pinned copy
   already, so the slot is FREE at once.
+
+A loop that leaves an epoch early leaves batches in flight that the DataLoader discards when the
+next epoch starts (persistent workers): :meth:`BatchBuffers.reclaim`, after that, frees the slots
+of those batches, known by the round (``iter(loader)`` call) each slot was last sent in.
 
 So a slot is rewritten only after every reference to its last batch in the main process is
 gone. What this cannot see: a batch tensor sent on to *another* process (e.g. through a
@@ -70,8 +74,10 @@ class BatchBuffers:
             raise ValueError(f"BatchBuffers needs at least one worker and one slot, not {workers} and {slots}")
         self.slots, self.pinned = int(slots), bool(pinned)
         self.state = torch.zeros(workers, self.slots, dtype=torch.uint8).share_memory_()
+        self.sent_in = torch.zeros(workers, self.slots, dtype=torch.int64).share_memory_()  # round of the last send
+        self.mapped = torch.zeros(workers, self.slots, dtype=torch.uint8).share_memory_()  # the main process holds it
+        self.round = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._local: dict[int, torch.Tensor] = {}  # worker side: slot -> its buffer
-        self._sent: set[int] = set()  # worker side: slots the main process maps already
         self._owner = os.getpid()
         self._held: dict[tuple, tuple[torch.Tensor, torch.UntypedStorage]] = {}  # main: (worker, pid, slot) ->
         self.fresh = 0  # worker side: batches that found no free slot (one-off segments)
@@ -79,7 +85,7 @@ class BatchBuffers:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_local"], state["_held"], state["_sent"] = {}, {}, set()
+        state["_local"], state["_held"] = {}, {}
         return state
 
     # -- worker side ------------------------------------------------------------------
@@ -87,7 +93,7 @@ class BatchBuffers:
         """A ``shape`` tensor to fill in worker ``worker`` and the marker to put in its batch
         (None for a one-off segment); then :meth:`outgoing` says what to send."""
         if os.getpid() != self._owner:  # a new worker process (fork copies the parent's dicts)
-            self._local, self._sent, self._owner = {}, set(), os.getpid()
+            self._local, self._owner = {}, os.getpid()
         numel = 1
         for d in shape:
             numel *= d
@@ -102,6 +108,7 @@ class BatchBuffers:
             elif row[slot] != FREE or buf.dtype != dtype or buf.numel() < numel:
                 continue
             row[slot] = SENT
+            self.sent_in[worker, slot] = self.round[0]
             return buf.view(-1)[:numel].view(shape), (worker, self._owner, slot, tuple(shape))
         self.fresh += 1
         return shared_empty(shape, dtype), None
@@ -109,13 +116,9 @@ class BatchBuffers:
     def outgoing(self, images: torch.Tensor, marker: Any) -> torch.Tensor | None:
         """What the batch carries as its images: the tensor, or None once the main process
         maps its slot."""
-        if marker is None or self.pinned:
+        if marker is None or self.pinned or not self.mapped[marker[0], marker[2]]:
             return images
-        slot = marker[2]
-        if slot in self._sent:
-            return None
-        self._sent.add(slot)
-        return images
+        return None
 
     # -- main side --------------------------------------------------------------------
     def received(self, marker: Any, images: torch.Tensor | None) -> torch.Tensor:
@@ -134,6 +137,7 @@ class BatchBuffers:
                     storage = images.untyped_storage()
                     base = torch.empty(0, dtype=images.dtype).set_(storage, 0, (storage.nbytes() // images.itemsize,))
                     self._held[key] = (base, storage)
+                    self.mapped[worker, slot] = 1
                 if key not in self._held:
                     raise RuntimeError(f"batch in slot {slot} of worker {worker} (pid {pid}) arrived without its "
                                        "images, and this process does not map that slot")
@@ -153,8 +157,21 @@ class BatchBuffers:
             if self.state[worker, slot] == RECEIVED and _use_count(storage) == own:
                 self.state[worker, slot] = FREE
 
+    def next_round(self) -> None:
+        """Before each ``iter(loader)``: batches sent from now on belong to a new round."""
+        self.round += 1
+
+    def reclaim(self) -> None:
+        """After a new round started with the same (persistent) workers, once the DataLoader
+        has discarded what was still in flight: free the slots of those discarded batches."""
+        stale = (self.state == SENT) & (self.sent_in < self.round[0])
+        self.state[stale] = FREE
+
     def reset(self) -> None:
-        """Before the DataLoader starts new worker processes: a new state tensor for them, so
+        """Before the DataLoader starts new worker processes: new state tensors for them, so
         the old ones (alive until their iterator is collected) never see a slot freed."""
         self._held.clear()
         self.state = torch.zeros_like(self.state).share_memory_()
+        self.sent_in = torch.zeros_like(self.sent_in).share_memory_()
+        self.mapped = torch.zeros_like(self.mapped).share_memory_()
+        self.round = torch.zeros_like(self.round).share_memory_()

@@ -166,10 +166,15 @@ class ShardLoader(DataLoader):
     def __iter__(self):
         self.info.epoch.set(self._next_epoch)
         self._next_epoch += 1
-        if self.buffers is not None and not (self.persistent_workers and self._started):
-            self.buffers.reset()  # new worker processes are about to start
+        resumed = self.persistent_workers and self._started
+        if self.buffers is not None:
+            if not resumed:
+                self.buffers.reset()  # new worker processes are about to start
+            self.buffers.next_round()
         self._started = True
-        batches = super().__iter__()
+        batches = super().__iter__()  # resumed workers: what was still in flight is discarded here
+        if self.buffers is not None and resumed:
+            self.buffers.reclaim()
         return map(self._received, batches) if self.num_workers > 0 else batches
 
     def _received(self, batch: dict[str, Any]) -> dict[str, Any]:

@@ -150,3 +150,27 @@ def test_eval_loader_with_new_workers_each_pass_and_a_short_last_batch(shards):
     assert [i for i, _ in got] == [i for i, _ in want]
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, want))
     assert loader.buffers.slotted == len(got) and loader.buffers.one_off == 0
+
+
+@pytest.mark.slow
+def test_epochs_left_early_give_their_slots_back(shards):
+    """Persistent workers: breaking out of an epoch leaves batches in flight, which the next
+    iter() discards; their slots are reclaimed, not lost (5 slots per worker, 4 breaks)."""
+    vocab = Vocabulary(WORDS)
+
+    def run(recycle):
+        loader, _ = make_loader(shards, vocab=vocab, train=True, batch_size=2, image_size=16, seed=4,
+                                num_workers=2, persistent_workers=True, recycle_buffers=recycle)
+        out = []
+        for epoch in range(5):
+            for k, batch in enumerate(loader):
+                out.append((batch["ids"], batch["images"].clone()))
+                if epoch < 4 and k == 2:
+                    break
+        return out, loader
+
+    want, _ = run(False)
+    got, loader = run(True)
+    assert len(got) == 4 * 3 + 24 and [i for i, _ in got] == [i for i, _ in want]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, want))
+    assert loader.buffers.one_off == 0 and loader.buffers.slotted == len(got)
