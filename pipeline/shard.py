@@ -52,6 +52,7 @@ MAX_BYTES = 1_000_000_000
 FORMAT_VERSION = 1  # bump when the bytes written for the same input change
 INPUTS = ("recipes.parquet", "images.parquet", "ingredients.parquet", "recipe_classes.parquet")
 _TAR_OVERHEAD = 512  # one tar header block per member
+PLAN_ROWS = 50_000  # recipes whose samples are read back at once (.shardplan.shard_rows)
 
 
 @dataclass(frozen=True)
@@ -106,34 +107,6 @@ def cut_shards(estimates: list[int], max_count: int, max_bytes: int) -> list[tup
     if start < len(estimates):
         bounds.append((start, len(estimates)))
     return bounds
-
-
-def _samples(out: Path, params: ShardParams):
-    """Recipes with at least one image row, with their text, class and photos (position order)."""
-    import polars as pl
-
-    recipes = pl.read_parquet(out / "recipes.parquet", columns=["id", "partition", "title", "ingredients",
-                                                                  "instructions"])
-    images = (
-        pl.read_parquet(out / "images.parquet", columns=["image_id", "recipe_id", "position", "path"])
-        .sort(["recipe_id", "position"])
-        .group_by("recipe_id", maintain_order=True)
-        .agg("image_id", "path")
-        .rename({"recipe_id": "id"})
-    )
-    names = pl.read_parquet(out / "ingredients.parquet", columns=["id", "ingredients"]).rename({"ingredients": "names"})
-    classes = pl.read_parquet(out / "recipe_classes.parquet", columns=["id", "class_id"])
-    frame = (
-        recipes.rename({"ingredients": "lines"}).join(images, on="id", how="inner")
-        .join(names, on="id", how="left").join(classes, on="id", how="left")
-        .with_columns(pl.col("names").fill_null([]), pl.col("class_id").fill_null(0))
-    )
-    text = [pl.col(c).list.eval(pl.element().str.len_bytes() + 4).list.sum().fill_null(0)
-            for c in ("lines", "instructions", "names")]
-    per_image = estimate_image_bytes(params.image_size, params.quality) + 32  # + its id in the JSON
-    estimate = (3 * _TAR_OVERHEAD + 1024 + pl.col("title").str.len_bytes() + text[0] + text[1] + text[2]
-                + pl.col("image_id").list.len().clip(upper_bound=params.max_images) * per_image)
-    return frame.with_columns(estimate.cast(pl.Int64).alias("estimate"))
 
 
 def _recipe_prefix(row: dict) -> str:
@@ -267,6 +240,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
 
     from .parse import PARTITIONS
     from .quarantine import Rejection, replace_stage_rows
+    from .shardplan import plan_shards, shard_rows
 
     out, params = ctx.out, ShardParams(**ctx.params)
     missing = [name for name in INPUTS if not (out / name).exists()]
@@ -276,13 +250,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     if ctx.src is None:
         raise ValueError("stage 'shard' needs SRC (the photos are read from SRC/images)")
     images_dir, root = ctx.src / "images", out / SHARDS_DIR
-    frame = _samples(out, params)
-    plan: dict[str, list] = {}  # partition -> [(name, rows frame)]
-    for partition in PARTITIONS:
-        part = frame.filter(frame["partition"] == partition)
-        part = part[shard_order(part["id"].to_list(), params.seed)]
-        bounds = cut_shards(part["estimate"].to_list(), params.max_count, params.max_bytes)
-        plan[partition] = [(f"{partition}-{i:06d}", part.slice(a, b - a)) for i, (a, b) in enumerate(bounds)]
+    shard_plan = plan_shards(out, params, list(PARTITIONS))
+    plan = shard_plan.shards  # partition -> [(name, ids)]
     # Leave only what this plan will write: stale tmp files, other shards and folders go.
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(root)
@@ -298,7 +267,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             if entry.name not in keep:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
-    flat = [(partition, name, rows) for partition, shards in plan.items() for name, rows in shards]
+    flat = shard_plan.flat()
     results: list[dict | None] = [None] * len(flat)
     reused = 0
     bar = tqdm(total=len(flat), unit="shard", desc="shard", disable=ctx.quiet)
@@ -310,8 +279,9 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         bar.update(1)
 
     def tasks() -> Iterator[dict[str, Any]]:
-        for index, (partition, name, rows) in enumerate(flat):
-            task = _task(index, name, partition, rows.to_dicts(), root / partition, images_dir, params)
+        for index, rows in shard_rows(out, flat, rows=PLAN_ROWS):
+            partition, name, _ = flat[index]
+            task = _task(index, name, partition, rows, root / partition, images_dir, params)
             stats = _reusable(task)
             if stats is not None:
                 done(index, stats, True)
@@ -340,7 +310,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     write_json_atomic(root / "index.json", index)
     replace_stage_rows(out, "shard", rejections)
     return {
-        "recipes_with_photos": frame.height,
+        "recipes_with_photos": shard_plan.recipes_with_photos,
         "samples": totals["samples"],
         **{f"samples_{p}": totals[f"samples_{p}"] for p in plan},
         "recipes_dropped": totals["recipes_dropped"],

@@ -102,15 +102,22 @@ def check_round_trip(out: Path, counts: dict, image_size: int = 256, max_images:
     return samples
 
 
-def test_demo_corpus_round_trips_and_is_deterministic(demo_corpus, demo_prepared, tmp_path):
+def test_demo_corpus_round_trips_and_is_deterministic(demo_corpus, demo_prepared, tmp_path, monkeypatch):
+    import recipekit.pipeline.shard as shard_module
+
     a = shard(demo_corpus, _copy(demo_prepared, tmp_path / "a"), max_count=40, workers=1)
     b = shard(demo_corpus, _copy(demo_prepared, tmp_path / "b"), max_count=40, workers=2)
-    assert a.status == b.status == "ran" and a.counts["shards"] > 3
+    # planned and read back 7 recipes at a time (runs of shards; a 40-sample shard alone): same bytes
+    monkeypatch.setattr(shard_module, "PLAN_ROWS", 7)
+    c = shard(demo_corpus, _copy(demo_prepared, tmp_path / "c"), max_count=40, workers=1)
+    monkeypatch.undo()
+    assert a.status == b.status == c.status == "ran" and a.counts["shards"] > 3 and c.counts == a.counts
     samples = check_round_trip(tmp_path / "a", a.counts)
     assert len(samples) == a.counts["recipes_with_photos"] and a.counts["quarantined"] == 0
     tars = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "shards").rglob("*.tar"))
     for rel in tars + [Path("shards/index.json"), Path("shards/train/sizes.json")]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "c" / rel).read_bytes(), rel
     again = shard(demo_corpus, tmp_path / "a", max_count=40)
     assert again.status == "skipped"
 
