@@ -147,9 +147,11 @@ MEMORY = """What a stage keeps in memory, whatever the corpus size (one chunk is
   file and read back in key order: a few tens of bytes per recipe (id, order, offset, the `/keys` lists). It
   encodes in worker processes (more than one task), two tasks in flight per worker (rows out, encoded values back):
   that, not the corpus, is most of its peak (hence its step from the one-process "before" at 10,000 recipes).
-- `shard` (not changed) still builds its plan from one frame of every recipe with photos, text and photo paths
-  included: its memory grows with the number of recipes with photos, slowly at these sizes (see the table: most of
-  its peak is its worker processes), but it is not bounded by a chunk."""
+- `shard` plans from (id, partition, estimated bytes) per recipe with photos, computed with polars' streaming
+  engine (a few dozen bytes a recipe), and reads the samples' text and photo paths back for runs of consecutive
+  shards of 10,000 recipes (`shard.PLAN_ROWS`; pipeline/shardplan.py): until 2026-11-30 it joined every recipe's
+  text and photo paths into one frame first (the *shard-before* table: its growth from 10k to 100k halved). Most
+  of its peak is its worker processes."""
 
 
 def render_baselines(data: dict) -> list[str]:

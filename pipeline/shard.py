@@ -52,7 +52,7 @@ MAX_BYTES = 1_000_000_000
 FORMAT_VERSION = 1  # bump when the bytes written for the same input change
 INPUTS = ("recipes.parquet", "images.parquet", "ingredients.parquet", "recipe_classes.parquet")
 _TAR_OVERHEAD = 512  # one tar header block per member
-PLAN_ROWS = 50_000  # recipes whose samples are read back at once (.shardplan.shard_rows)
+PLAN_ROWS = 10_000  # recipes whose samples are read back at once (.shardplan.shard_rows)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ streaming engine: a few dozen bytes a recipe. The text and photo paths of the sa
 read back by :func:`shard_rows` for a run of consecutive shards at a time (at most ``rows``
 recipes; a streaming semi-join of each table with the run's ids). The shards are the same,
 byte for byte, as from one in-memory join: their order depends only on the ids and the seed
-(:func:`~.shard.shard_order`). Measured on demo corpora (main process peak RSS of the stage):
-211 MB at 20k recipes with photos and 407 MB at 200k, where the whole-table plan took 185 and
-580 MB.
+(:func:`~.shard.shard_order`). `benchmarks/scale.py` (docs/benchmarks.md, 2026-11-30): the
+stage's peak RSS grew 414 -> 477 MB from 10k to 100k photos, 392 -> 532 MB with the one frame.
 """
 
 from __future__ import annotations
