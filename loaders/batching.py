@@ -256,7 +256,7 @@ class decode_batch:
         from torch.utils.data import get_worker_info
 
         collate, worker = self.recipe_collate, get_worker_info()
-        in_worker, buffers = worker is not None, self.buffers if worker is not None else None
+        buffers = self.buffers if worker is not None else None  # slots are shared memory between processes
         rng = stage_rng(self.seed, self.epoch.get(), self.rank, "augment") if self.decoder.train else None
         size = self.decoder.size
         for items in src:
@@ -278,4 +278,4 @@ class decode_batch:
                 batch["balanced"] = all(it["_balanced"] for it in items)
             if slot is not None:
                 batch[SLOT_KEY] = slot
-            yield small_as_numpy(batch) if in_worker else batch
+            yield small_as_numpy(batch) if worker is not None else batch

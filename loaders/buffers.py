@@ -80,7 +80,6 @@ class BatchBuffers:
         self._local: dict[int, torch.Tensor] = {}  # worker side: slot -> its buffer
         self._owner = os.getpid()
         self._held: dict[tuple, tuple[torch.Tensor, torch.UntypedStorage]] = {}  # main: (worker, pid, slot) ->
-        self.fresh = 0  # worker side: batches that found no free slot (one-off segments)
         self.slotted = self.one_off = 0  # main side: batches received in a slot / in a one-off segment
 
     def __getstate__(self) -> dict[str, Any]:
@@ -110,7 +109,6 @@ class BatchBuffers:
             row[slot] = SENT
             self.sent_in[worker, slot] = self.round[0]
             return buf.view(-1)[:numel].view(shape), (worker, self._owner, slot, tuple(shape))
-        self.fresh += 1
         return shared_empty(shape, dtype), None
 
     def outgoing(self, images: torch.Tensor, marker: Any) -> torch.Tensor | None:

@@ -4,7 +4,10 @@ The plan (which recipe goes to which shard, in which order) needs only each reci
 partition and estimated size, so :func:`plan_shards` computes just those with polars'
 streaming engine: a few dozen bytes a recipe. The text and photo paths of the samples are
 read back by :func:`shard_rows` for a run of consecutive shards at a time (at most ``rows``
-recipes; a streaming semi-join of each table with the run's ids). The shards are the same,
+recipes; a streaming semi-join of each table with the run's ids). Each run scans the tables
+again, so that reading grows as recipes^2 / rows (100 scans of each table at Recipe1M+'s 1M
+recipes with ``shard.PLAN_ROWS``; at 100k recipes the stage's CPU time did not grow against the
+one-frame plan, docs/benchmarks.md); one bucketing pass would remove it. The shards are the same,
 byte for byte, as from one in-memory join: their order depends only on the ids and the seed
 (:func:`~.shard.shard_order`). `benchmarks/scale.py` (docs/benchmarks.md, 2026-11-30): the
 stage's peak RSS grew 414 -> 477 MB from 10k to 100k photos, 392 -> 532 MB with the one frame.
@@ -17,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-
-from .tablestream import CHUNK_ROWS
 
 __all__ = ["ShardPlan", "plan_shards", "shard_rows"]
 
@@ -62,10 +63,9 @@ def plan_shards(out: Path, params: Any, partitions: list[str]) -> ShardPlan:
     shards: dict[str, list[tuple[str, list[str]]]] = {}
     for partition in partitions:
         part = frame.filter(pl.col("partition") == partition)
-        ids = part["id"].to_list()
+        ids, estimates = part["id"].to_list(), part["estimate"].to_list()
         order = shard_order(ids, params.seed)
-        ids, estimates = [ids[i] for i in order], part["estimate"].to_list()
-        estimates = [estimates[i] for i in order]
+        ids, estimates = [ids[i] for i in order], [estimates[i] for i in order]
         bounds = cut_shards(estimates, params.max_count, params.max_bytes)
         shards[partition] = [(f"{partition}-{i:06d}", ids[a:b]) for i, (a, b) in enumerate(bounds)]
     return ShardPlan(shards, frame.height)
@@ -90,8 +90,7 @@ def _read_rows(out: Path, wanted: pl.DataFrame) -> pl.DataFrame:
     return frame.join(order, on="id", how="inner").sort("_order").drop("_order")
 
 
-def shard_rows(out: Path, flat: list[tuple[str, str, list[str]]], *,
-               rows: int = CHUNK_ROWS) -> Iterator[tuple[int, list[dict]]]:
+def shard_rows(out: Path, flat: list[tuple[str, str, list[str]]], *, rows: int) -> Iterator[tuple[int, list[dict]]]:
     """``(index in flat, the shard's rows in sample order)`` for every shard of ``flat``, read
     for runs of consecutive shards of at most ``rows`` recipes (a larger shard is a run alone)."""
     run: list[int] = []
@@ -101,8 +100,10 @@ def shard_rows(out: Path, flat: list[tuple[str, str, list[str]]], *,
         ids = [rid for i in run for rid in flat[i][2]]
         frame = _read_rows(out, pl.DataFrame({"id": ids}, schema={"id": pl.Utf8}))
         if frame.height != len(ids):
-            raise ValueError(f"{out}: {len(ids) - frame.height} planned recipe(s) not found when read back "
-                             "(the tables changed while the stage ran?)")
+            missing = sorted(set(ids) - set(frame["id"].to_list()))
+            raise ValueError(f"{out}: {len(missing)} planned recipe(s) with photos not found when read back from "
+                             f"recipes.parquet / images.parquet, e.g. {', '.join(map(repr, missing[:3]))} (did the "
+                             "tables change while the stage ran?)")
         start = 0
         for i in run:
             n = len(flat[i][2])

@@ -277,6 +277,13 @@ def test_killed_run_resumes_to_the_same_bytes(demo_corpus, demo_prepared, tmp_pa
         "sizes.json", "train-000000.tar", "train-000000_stats.json"]
 
 
+def test_read_back_names_the_recipes_it_cannot_find(demo_prepared):
+    from recipekit.pipeline.shardplan import shard_rows
+
+    with pytest.raises(ValueError, match=r"1 planned recipe\(s\) with photos not found .* 'no-such-id'"):
+        list(shard_rows(demo_prepared, [("train", "train-000000", ["no-such-id"])], rows=10))
+
+
 def test_plan_helpers():
     assert cut_shards([10] * 7, 3, 10**9) == [(0, 3), (3, 6), (6, 7)]
     assert cut_shards([10, 10, 50, 10], 100, 25) == [(0, 2), (2, 3), (3, 4)]
