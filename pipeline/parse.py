@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .jsonstream import iter_array
 from .quarantine import Rejection, replace_stage_rows
-from .stagekit import Stage, StageContext, atomic_path, run_stage
+from .stagekit import Stage, StageContext, atomic_path, run_stage, staged
 from .textclean import clean_text
 
 __all__ = [
@@ -348,7 +348,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             writer.close()
         n_det = writer.count
     replace_stage_rows(out, "parse", rejects)
-    images = pq.read_table(out / "images.parquet", columns=["present"])["present"]
+    images = pq.read_table(staged(out / "images.parquet"), columns=["present"])["present"]
     n_present = int(pc.sum(images).as_py() or 0)
     per_partition = {p: 0 for p in PARTITIONS}
     for code in accepted.values():

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .stagekit import atomic_path
+from .stagekit import atomic_path, staged
 
 __all__ = ["QUARANTINE_FILE", "QUARANTINE_SCHEMA", "Rejection", "replace_stage_rows", "read_quarantine"]
 
@@ -41,7 +41,7 @@ class Rejection:
 
 
 def read_quarantine(out: str | Path) -> pa.Table:
-    p = Path(out) / QUARANTINE_FILE
+    p = staged(Path(out) / QUARANTINE_FILE)  # this stage's own rows when it wrote them already
     if not p.exists():
         return QUARANTINE_SCHEMA.empty_table()
     return pq.read_table(p)

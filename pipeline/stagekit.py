@@ -7,6 +7,12 @@ or its parameters, input fingerprints, code version or outputs changed, or
 on disk means the stage finished and its outputs are complete. Outputs are
 written under a temporary name and renamed, so a stage killed at any moment
 leaves either the previous complete output or nothing, and simply runs again.
+
+A stage commits all of its outputs or none of them: while :func:`run_stage` runs a stage,
+every :func:`atomic_path` / :func:`atomic_dir` of the stage's own process keeps its finished
+temporary file aside (:func:`staged` names it, for a stage that reads back what it wrote), and
+only once the stage returns are they renamed over the old outputs together, then the manifest
+written. A stage that fails leaves the previous outputs and the previous manifest untouched.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import platform
 import resource
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +45,8 @@ __all__ = [
     "read_manifest",
     "write_json_atomic",
     "package_version",
+    "staged",
+    "remove_dead_tmp",
 ]
 
 TMP_MARK = ".tmp-"
@@ -54,39 +63,132 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
 
 
+# Every stage may write its rows into this shared file (see .quarantine): part of its commit.
+SHARED_OUTPUTS = ("quarantine.parquet",)
+
+
+class _Commit:
+    """The finished temporary outputs of the stage now running, renamed together at its end.
+
+    It covers the stage's declared outputs (and the folders holding them, for
+    :func:`atomic_dir`) and OUT/quarantine.parquet; anything else a stage writes atomically
+    (a shard's tar, written and reused one at a time) is renamed at once as usual."""
+
+    def __init__(self, out: Path, outputs: tuple[str, ...]) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.pending: dict[Path, Path] = {}  # final path -> finished temporary path
+        root = Path(os.path.abspath(out))
+        self.targets: set[Path] = set()
+        for rel in (*outputs, *SHARED_OUTPUTS):
+            p = root / rel
+            while p != root and root in p.parents:
+                self.targets.add(p)
+                p = p.parent
+
+    def active(self) -> bool:
+        # A forked pool worker inherits this object: its own outputs are not the stage's commit.
+        return os.getpid() == self.pid
+
+    def covers(self, path: Path) -> bool:
+        return Path(os.path.abspath(path)) in self.targets
+
+    def add(self, path: Path, tmp: Path) -> None:
+        key = Path(os.path.abspath(path))
+        with self.lock:
+            old = self.pending.get(key)
+            if old is not None and old != tmp:
+                _remove(old)
+            self.pending[key] = tmp
+
+    def commit(self) -> None:
+        for path, tmp in self.pending.items():
+            _replace(tmp, path)
+        self.pending.clear()
+
+    def discard(self) -> None:
+        for tmp in self.pending.values():
+            _remove(tmp)
+        self.pending.clear()
+
+
+_COMMIT: _Commit | None = None
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink(missing_ok=True)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` over ``path``; a folder replaces the old folder (removed)."""
+    if tmp.is_dir() and path.exists():
+        old = path.with_name(f"{path.name}{TMP_MARK}old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
+def _pending_commit() -> _Commit | None:
+    commit = _COMMIT
+    return commit if commit is not None and commit.active() else None
+
+
+def staged(path: str | os.PathLike) -> Path:
+    """Where ``path`` is now: the finished temporary file of the running stage when the stage
+    wrote it (committed only when the stage ends), else ``path`` itself."""
+    path = Path(path)
+    commit = _pending_commit()
+    if commit is not None:
+        return commit.pending.get(Path(os.path.abspath(path)), path)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success (inside a
+    running stage: when the whole stage succeeds, together with its other outputs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
+    keep = False
     try:
         yield tmp
-        os.replace(tmp, path)
+        commit = _pending_commit()
+        if commit is not None and commit.covers(path):
+            commit.add(path, tmp)
+            keep = True
+        else:
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if not keep and tmp.exists():
             tmp.unlink()
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces ``path`` (old one removed)."""
+    """Yield a temporary directory; on success it replaces ``path`` (old one removed; inside a
+    running stage: when the whole stage succeeds)."""
     path = Path(path)
     tmp = _tmp_name(path)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    keep = False
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f"{path.name}{TMP_MARK}old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
+        commit = _pending_commit()
+        if commit is not None and commit.covers(path):
+            commit.add(path, tmp)
+            keep = True
         else:
-            os.replace(tmp, path)
+            _replace(tmp, path)
     finally:
-        if tmp.exists():
+        if not keep and tmp.exists():
             shutil.rmtree(tmp)
 
 
@@ -106,6 +208,38 @@ def remove_stale_tmp(folder: Path) -> int:
         else:
             p.unlink(missing_ok=True)
     return len(stale)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_dead_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the ``*.tmp-PID`` entries of ``folder`` whose writer (process PID) is dead; those
+    of a live process (another run writing now) stay. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        head, mark, tail = p.name.rpartition(TMP_MARK)
+        if not mark or not head:
+            continue
+        digits = tail.removeprefix("old-")
+        if not digits.isdigit() or (int(digits) != os.getpid() and pid_alive(int(digits))):
+            continue
+        _remove(p)
+        removed.append(p)
+    return removed
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -262,10 +396,7 @@ def run_stage(
     params = json.loads(json.dumps(params))  # normalise (tuples to lists) for comparison
     if not force and is_up_to_date(stage, src, out, params):
         return StageReport(stage.name, "skipped", read_manifest(out, stage.name) or {})
-    # A stale manifest must not survive a partial re-run.
     mp = manifest_path(out, stage.name)
-    if mp.exists():
-        mp.unlink()
     for folder in {out, mp.parent, *((out / rel).parent for rel in stage.outputs)}:
         remove_stale_tmp(folder)
     missing = [rel for rel in stage.src_inputs if src is None or not (src / rel).exists()]
@@ -279,7 +410,18 @@ def run_stage(
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    counts = stage.run(ctx)
+    global _COMMIT
+    outer, _COMMIT = _COMMIT, _Commit(out, stage.outputs)
+    commit = _COMMIT
+    try:
+        counts = stage.run(ctx)
+        # All or nothing: the old manifest goes first (a kill among the renames leaves no
+        # manifest, so the stage runs again), then every output, then the new manifest.
+        mp.unlink(missing_ok=True)
+        commit.commit()
+    finally:
+        commit.discard()  # what a failed stage wrote; the previous outputs stay
+        _COMMIT = outer
     wall = time.perf_counter() - t0
     manifest = {
         "stage": stage.name,

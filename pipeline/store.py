@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .parse import PARTITIONS
-from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage
+from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage, staged
 from .vocab import Vocabulary, tokenise_sample
 
 __all__ = ["FORMAT", "STAGE", "RecipeStore", "decode_record", "encode_record", "store"]
@@ -385,7 +385,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                 env.close()
     finally:
         scratch.unlink(missing_ok=True)
-    size = (out / "recipes.lmdb" / "data.mdb").stat().st_size
+    size = (staged(out / "recipes.lmdb") / "data.mdb").stat().st_size  # committed when the stage ends
     return {"recipes": count, **per_part, "value_bytes": n_bytes,
             "file_bytes": size, "width": width}
 

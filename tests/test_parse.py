@@ -4,7 +4,9 @@ import polars as pl
 import pytest
 
 from recipekit.pipeline.jsonstream import JSONStreamError
+from recipekit.pipeline.parse import STAGE as PARSE_STAGE
 from recipekit.pipeline.parse import image_relpath, parse
+from recipekit.pipeline.stagekit import is_up_to_date
 from recipekit.pipeline.textclean import clean_text
 
 
@@ -145,12 +147,36 @@ def test_malformed_json_stops_with_byte_offset_and_keeps_previous_output(tmp_pat
     out = tmp_path / "out"
     parse(src, out)
     before = (out / "recipes.parquet").read_bytes()
+    manifest = (out / "manifests" / "parse.json").read_bytes()
     (src / "layer1.json").write_text('[{"id": "a1"}, {"id": ]', encoding="utf-8")
     with pytest.raises(JSONStreamError, match=r"layer1.json: malformed JSON at byte offset 22"):
         parse(src, out)
     assert (out / "recipes.parquet").read_bytes() == before  # nothing already written is lost
     assert not list(out.glob("*.tmp-*"))
-    assert not (out / "manifests" / "parse.json").exists()  # the stage will run again
+    # the manifest of the kept outputs stays; the changed input makes the stage run again
+    assert (out / "manifests" / "parse.json").read_bytes() == manifest
+    assert not is_up_to_date(PARSE_STAGE, src, out, {})
+
+
+def test_a_failed_parse_commits_none_of_its_outputs(tmp_path):
+    """layer1 changed and layer2 malformed: parse stops at layer2, after recipes.parquet is
+    written; every output, the quarantine and the manifest are still the previous run's."""
+    src = _write_corpus(tmp_path / "src", [_recipe("a1"), _recipe("a2", title="<b>x</b>")],
+                        layer2=[{"id": "a1", "images": [{"id": "i1.jpg"}]}], det=[], images=["train/i/1/j/p/i1.jpg"])
+    out = tmp_path / "out"
+    parse(src, out)
+    names = ["recipes.parquet", "images.parquet", "det_ingrs.parquet", "quarantine.parquet", "manifests/parse.json"]
+    before = {n: (out / n).read_bytes() for n in names}
+    (src / "layer1.json").write_text(json.dumps([_recipe("b1"), {"id": 1}]), encoding="utf-8")
+    (src / "layer2.json").write_text('[{"id": "b1", "images": [}]', encoding="utf-8")
+    with pytest.raises(JSONStreamError, match=r"layer2.json: malformed JSON at byte offset"):
+        parse(src, out)
+    assert {n: (out / n).read_bytes() for n in names} == before
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    (src / "layer2.json").write_text('[{"id": "b1", "images": []}]', encoding="utf-8")
+    report = parse(src, out)  # once the input is mended the stage runs and commits everything
+    assert report.status == "ran" and pl.read_parquet(out / "recipes.parquet")["id"].to_list() == ["b1"]
+    assert pl.read_parquet(out / "quarantine.parquet")["reason"].to_list() == ["field 'id' must be a string, got int"]
 
 
 def test_missing_inputs_are_named(tmp_path):
