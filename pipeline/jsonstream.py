@@ -6,6 +6,11 @@ and decodes one element at a time with the standard library's C scanner
 (``json.JSONDecoder.raw_decode``), so memory is bounded by the chunk size plus
 the largest single element, and every element, and every syntax error, comes
 with its exact byte offset in the file.
+
+Well-formed JSON that Python cannot turn into objects (a value nested deeper than the
+recursion limit, an integer of more than ``sys.get_int_max_str_digits()`` digits) is one bad
+element, not a broken file: it is yielded as an :class:`InvalidElement` naming the reason and,
+when its text holds one, the record's ``"id"``, and the stream goes on after it.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JSONStreamError", "iter_array"]
+__all__ = ["InvalidElement", "JSONStreamError", "iter_array"]
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\n\r"
@@ -33,6 +40,59 @@ class JSONStreamError(ValueError):
         self.offset = offset
         self.reason = message
         super().__init__(f"{self.path}: malformed JSON at byte offset {offset}: {message}")
+
+
+class InvalidElement:
+    """An array element that is valid JSON but cannot be decoded: ``reason`` says why,
+    ``record_id`` is its ``"id"`` string when one was found in its text (else None)."""
+
+    __slots__ = ("reason", "record_id")
+
+    def __init__(self, reason: str, record_id: str | None = None):
+        self.reason, self.record_id = reason, record_id
+
+    def __repr__(self) -> str:
+        return f"InvalidElement({self.reason!r}, {self.record_id!r})"
+
+
+_ID_RE = re.compile(r'"id"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')
+_STRUCTURE_RE = re.compile(r'["\[\]{}]')
+_STRING_TAIL_RE = re.compile(r'(?:[^"\\]|\\.)*"', re.S)
+_SCALAR_RE = re.compile(r'-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null')
+
+
+def _element_end(buf: str, start: int) -> int | None:
+    """End of the (syntactically valid) JSON value at ``buf[start]`` found without decoding it,
+    or None when the buffer ends first. Used only for elements the decoder could not build."""
+    if buf[start] not in "[{":
+        if buf[start] == '"':
+            m = _STRING_TAIL_RE.match(buf, start + 1)
+            return m.end() if m else None
+        m = _SCALAR_RE.match(buf, start)
+        return m.end() if m and m.end() < len(buf) else None
+    depth, pos = 0, start
+    while True:
+        m = _STRUCTURE_RE.search(buf, pos)
+        if m is None:
+            return None
+        ch, pos = m.group(), m.end()
+        if ch == '"':
+            tail = _STRING_TAIL_RE.match(buf, pos)
+            if tail is None:
+                return None
+            pos = tail.end()
+        elif ch in "[{":
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                return pos
+
+
+def _why_undecodable(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return f"value nested too deeply to decode (more than ~{sys.getrecursionlimit()} levels)"
+    return f"number too long to decode ({str(exc).split(':')[0]})"
 
 
 class _Reader:
@@ -106,7 +166,8 @@ def iter_array(
     """Yield ``(byte_offset, element)`` for each element of the JSON array in ``path``.
 
     Raises :class:`JSONStreamError` naming the byte offset when the file is not a
-    well-formed JSON array, or when one element is larger than ``max_element`` bytes.
+    well-formed JSON array, or when one element is larger than ``max_element`` bytes. An
+    element Python cannot decode (see the module notes) comes as an :class:`InvalidElement`.
     """
     path = Path(path)
     with open(path, "rb") as fh:
@@ -141,6 +202,19 @@ def iter_array(
                             r.more()
                             continue
                         raise r.error(exc.pos, exc.msg) from None
+                    except (RecursionError, ValueError) as exc:  # valid JSON Python cannot build
+                        why = _why_undecodable(exc)
+                        while (end := _element_end(r.buf, start)) is None and not r.eof:
+                            if len(r.buf) - start > max_element:
+                                raise r.error(start, f"element larger than {max_element} bytes") from None
+                            grown = 2 * len(r.buf)  # doubling: each rescan costs no more than the reads
+                            while len(r.buf) < grown and r.more():
+                                pass
+                        if end is None:
+                            raise r.error(len(r.buf), "unexpected end of file inside an element") from None
+                        found = _ID_RE.search(r.buf, start, end)
+                        element = InvalidElement(why, found.group(1) if found else None)
+                        break
                 yield r.byte_offset(start), element
                 pos = r.skip_ws(end)
                 if pos >= len(r.buf):

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .jsonstream import iter_array
+from .jsonstream import InvalidElement, iter_array
 from .quarantine import Rejection, replace_stage_rows
 from .stagekit import Stage, StageContext, atomic_path, run_stage, staged
 from .textclean import clean_text
@@ -42,6 +42,13 @@ PARTITIONS = ("train", "val", "test")
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _IMAGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9]{1,5})?")
 BATCH = 20_000
+# A lone surrogate (JSON's "\ud800" escape without its pair) is valid JSON but not text: it
+# cannot be written as UTF-8, so the record holding it is quarantined.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _not_text(value: str) -> bool:
+    return not value.isascii() and _SURROGATE_RE.search(value) is not None
 
 RECIPES_SCHEMA = pa.schema(
     [
@@ -82,6 +89,8 @@ def _text_items(rec: dict, field: str) -> tuple[list[str] | None, str | None]:
     for i, item in enumerate(value):
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
             return None, f"field '{field}' item {i} must be an object with a string 'text'"
+        if _not_text(item["text"]):
+            return None, f"field '{field}' item {i}: lone surrogate escape (not valid Unicode text)"
         text = clean_text(item["text"])
         if text:
             out.append(text)
@@ -90,6 +99,8 @@ def _text_items(rec: dict, field: str) -> tuple[list[str] | None, str | None]:
 
 def validate_recipe(rec: Any) -> tuple[dict | None, str | None, str | None]:
     """Validate and clean one layer1 record: ``(row, None, id)`` or ``(None, reason, id)``."""
+    if isinstance(rec, InvalidElement):
+        return None, rec.reason, rec.record_id
     if not isinstance(rec, dict):
         return None, f"record is not a JSON object but {type(rec).__name__}", None
     rid = rec.get("id")
@@ -104,11 +115,15 @@ def validate_recipe(rec: Any) -> tuple[dict | None, str | None, str | None]:
             return None, f"missing field '{field}'", rid
         if not isinstance(rec[field], str):
             return None, f"field '{field}' must be a string, got {type(rec[field]).__name__}", rid
+    if _not_text(rec["title"]):
+        return None, "field 'title': lone surrogate escape (not valid Unicode text)", rid
     if rec["partition"] not in PARTITIONS:
         return None, f"unknown partition {rec['partition']!r} (expected train, val or test)", rid
     url = rec.get("url")
     if url is not None and not isinstance(url, str):
         return None, f"field 'url' must be a string, got {type(url).__name__}", rid
+    if url is not None and _not_text(url):
+        return None, "field 'url': lone surrogate escape (not valid Unicode text)", rid
     ingredients, why = _text_items(rec, "ingredients")
     if why:
         return None, why, rid
@@ -235,6 +250,9 @@ def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer
         def reject(why: str, record_id: str | None = rid) -> None:
             rejects.append(Rejection("parse", path.name, offset, record_id, why))
 
+        if isinstance(entry, InvalidElement):
+            reject(entry.reason, entry.record_id)
+            continue
         if rid is None:
             reject("layer2 entry without a string 'id'")
             continue
@@ -264,6 +282,9 @@ def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer
                     continue
                 seen_images.add(iid)
             url = img.get("url")
+            if isinstance(url, str) and _not_text(url):
+                reject(f"recipe {rid!r} image {i}: url has a lone surrogate escape (not valid Unicode text)", iid)
+                continue
             rel = image_relpath(partition, iid)
             writer.add(
                 {
@@ -285,9 +306,12 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
         rid = entry.get("id") if isinstance(entry, dict) else None
         rid = rid if isinstance(rid, str) else None
 
-        def reject(why: str) -> None:
-            rejects.append(Rejection("parse", path.name, offset, rid, why))
+        def reject(why: str, record_id: str | None = rid) -> None:
+            rejects.append(Rejection("parse", path.name, offset, record_id, why))
 
+        if isinstance(entry, InvalidElement):
+            reject(entry.reason, entry.record_id)
+            continue
         if rid is None:
             reject("det_ingrs entry without a string 'id'")
             continue
@@ -303,7 +327,8 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
             continue
         names = []
         for item, ok in zip(ingredients, valid):
-            if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not isinstance(ok, bool):
+            if (not isinstance(item, dict) or not isinstance(item.get("text"), str) or not isinstance(ok, bool)
+                    or _not_text(item["text"])):
                 names = None
                 break
             if ok:
@@ -311,7 +336,7 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
                 if text:
                     names.append(text)
         if names is None:
-            reject("det_ingrs items must be {'text': str} with boolean 'valid' flags")
+            reject("det_ingrs items must be {'text': str} (valid Unicode text) with boolean 'valid' flags")
             continue
         seen.add(rid)
         writer.add({"id": rid, "ingredients": names})

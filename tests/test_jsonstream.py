@@ -70,3 +70,21 @@ def test_element_size_limit(tmp_path):
     p = _write(tmp_path, '[{"t": "' + "x" * 5000 + '"}]')
     with pytest.raises(JSONStreamError, match="larger than"):
         list(iter_array(p, chunk_size=100, max_element=1000))
+
+
+@pytest.mark.parametrize("chunk", [7, 4096, 8 << 20])
+def test_undecodable_elements_come_as_invalid_elements_and_the_stream_goes_on(tmp_path, chunk):
+    from recipekit.pipeline.jsonstream import InvalidElement
+
+    deep = "[" * 50_000 + "]" * 50_000
+    text = '[{"id": "a"}, {"id": "d", "x": ' + deep + '}, ' + "7" * 5000 + ', {"s": "\\"[{", "id": "big", "n": -' + \
+        "1" * 4400 + '}, {"id": "b"}]'
+    p = tmp_path / "x.json"
+    p.write_text(text, encoding="utf-8")
+    got = list(iter_array(p, chunk_size=chunk))
+    assert [o for o, _ in got] == [1, 14, text.index("7777"), text.index('{"s"'), text.index('{"id": "b"}')]
+    assert got[0][1] == {"id": "a"} and got[-1][1] == {"id": "b"}
+    bad = [e for _, e in got[1:4]]
+    assert all(isinstance(e, InvalidElement) for e in bad)
+    assert [e.record_id for e in bad] == ["d", None, "big"]
+    assert "nested too deeply" in bad[0].reason and "number too long" in bad[1].reason

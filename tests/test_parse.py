@@ -211,3 +211,51 @@ def test_real_corpora_parse_with_sensible_counts(recipes_en, recipes_zh, tmp_pat
     assert 250 <= zh["recipes"] <= 368 and zh["recipes"] + zh["recipes_rejected"] == 368
     q = pl.read_parquet(tmp_path / "en" / "quarantine.parquet")
     assert q.get_column("reason").str.starts_with("empty recipe").sum() == en["recipes_rejected"]
+
+
+def _raw_recipe(rid, **raw):
+    """A layer1 record as JSON text, with ``raw`` fields spliced in verbatim (escapes kept)."""
+    text = json.dumps(_recipe(rid))[:-1]
+    return text + "".join(f', "{k}": {v}' for k, v in raw.items()) + "}"
+
+
+def test_valid_json_python_cannot_use_is_one_quarantined_record(tmp_path):
+    """A lone surrogate escape, an integer of more than 4,300 digits and a value nested 100,000
+    levels deep are valid JSON: each is one bad record named by file, offset and id; the rest parse."""
+    deep = "[" * 100_000 + "]" * 100_000
+    records = [
+        _raw_recipe("good1"),
+        json.dumps(_recipe("sur_title"))[:-1].replace('"title": "Tomato Soup sur_title"', '"title": "A \\ud800 b"') + "}",
+        json.dumps(_recipe("sur_instr")).replace("Cook the tomatoes.", "Cook \\udfff"),
+        _raw_recipe("bigint", servings="9" * 5000),
+        _raw_recipe("deep", extra=deep),
+        _raw_recipe("good2"),
+    ]
+    layer1 = "[" + ",\n".join(records) + "]"
+    layer2 = ('[{"id": "good1", "images": [{"id": "g1.jpg", "url": "http://x/\\ud800"}, {"id": "g2.jpg"}]},'
+              ' {"id": "good2", "images": [], "n": ' + "1" * 4400 + "}]")
+    det = ('[{"id": "good1", "ingredients": [{"text": "to\\ud800mato"}], "valid": [true]},'
+           ' {"id": "good2", "valid": [true], "ingredients": [{"text": "' + "[" * 0 + 'x"}], "deep": ' + deep + "}]")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "layer1.json").write_text(layer1, encoding="utf-8")
+    (src / "layer2.json").write_text(layer2, encoding="utf-8")
+    (src / "det_ingrs.json").write_text(det, encoding="utf-8")
+    out = tmp_path / "out"
+    report = parse(src, out)
+    assert pl.read_parquet(out / "recipes.parquet")["id"].to_list() == ["good1", "good2"]
+    assert pl.read_parquet(out / "images.parquet")["image_id"].to_list() == ["g2.jpg"]
+    assert pl.read_parquet(out / "det_ingrs.parquet").height == 0
+    q = pl.read_parquet(out / "quarantine.parquet")
+    rows = {(r["source"], r["record_id"]): r for r in q.iter_rows(named=True)}
+    l1 = layer1.encode("utf-8")
+    for rid, words in [("sur_title", "field 'title': lone surrogate"), ("sur_instr", "field 'instructions' item 0: lone surrogate"),
+                       ("bigint", "number too long"), ("deep", "nested too deeply")]:
+        row = rows[("layer1.json", rid)]
+        assert words in row["reason"], row
+        assert l1[row["offset"]:].startswith(b'{"id": "' + rid.encode()), row
+    assert "url has a lone surrogate" in rows[("layer2.json", "g1.jpg")]["reason"]
+    assert "number too long" in rows[("layer2.json", "good2")]["reason"]
+    assert "valid Unicode" in rows[("det_ingrs.json", "good1")]["reason"]
+    assert "nested too deeply" in rows[("det_ingrs.json", "good2")]["reason"]
+    assert report.counts["recipes_rejected"] == 4 and report.counts["quarantined"] == 8
