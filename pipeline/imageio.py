@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,12 @@ def open_rgb(
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            if path.stat().st_size == 0:
+            st = path.stat()
+            if stat.S_ISDIR(st.st_mode):
+                raise ImageRejected("unreadable file: a directory, not a file")
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageRejected("unreadable file: not a regular file (a device, pipe or socket)")
+            if st.st_size == 0:
                 raise ImageRejected("empty file")
         except FileNotFoundError:
             raise ImageRejected("missing file") from None

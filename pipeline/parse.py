@@ -13,6 +13,7 @@ import os
 import re
 import stat
 from array import array
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def image_relpath(partition: str, image_id: str) -> str:
     return "/".join([partition, *image_id[:4], image_id])
 
 
-def _text_items(rec: dict, field: str) -> tuple[list[str] | None, str | None]:
+def _text_items(rec: dict, field: str, stats: Counter | None = None) -> tuple[list[str] | None, str | None]:
     value = rec.get(field)
     if field not in rec:
         return None, f"missing field '{field}'"
@@ -91,14 +92,15 @@ def _text_items(rec: dict, field: str) -> tuple[list[str] | None, str | None]:
             return None, f"field '{field}' item {i} must be an object with a string 'text'"
         if _not_text(item["text"]):
             return None, f"field '{field}' item {i}: lone surrogate escape (not valid Unicode text)"
-        text = clean_text(item["text"])
+        text = clean_text(item["text"], stats)
         if text:
             out.append(text)
     return out, None
 
 
-def validate_recipe(rec: Any) -> tuple[dict | None, str | None, str | None]:
-    """Validate and clean one layer1 record: ``(row, None, id)`` or ``(None, reason, id)``."""
+def validate_recipe(rec: Any, stats: Counter | None = None) -> tuple[dict | None, str | None, str | None]:
+    """Validate and clean one layer1 record: ``(row, None, id)`` or ``(None, reason, id)``.
+    ``stats``: a Counter that :func:`~.textclean.clean_text` adds what cleaning changed to."""
     if isinstance(rec, InvalidElement):
         return None, rec.reason, rec.record_id
     if not isinstance(rec, dict):
@@ -124,13 +126,13 @@ def validate_recipe(rec: Any) -> tuple[dict | None, str | None, str | None]:
         return None, f"field 'url' must be a string, got {type(url).__name__}", rid
     if url is not None and _not_text(url):
         return None, "field 'url': lone surrogate escape (not valid Unicode text)", rid
-    ingredients, why = _text_items(rec, "ingredients")
+    ingredients, why = _text_items(rec, "ingredients", stats)
     if why:
         return None, why, rid
-    instructions, why = _text_items(rec, "instructions")
+    instructions, why = _text_items(rec, "instructions", stats)
     if why:
         return None, why, rid
-    title = clean_text(rec["title"])
+    title = clean_text(rec["title"], stats)
     if not title:
         return None, "empty recipe: no title", rid
     if not ingredients:
@@ -190,7 +192,8 @@ def _is_present(images_dir: Path, rel: str) -> bool:
 _PART_CODE = {p: i for i, p in enumerate(PARTITIONS)}
 
 
-def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool) -> dict[str, int]:
+def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool,
+                  cleaned: Counter | None = None) -> dict[str, int]:
     """Returns {recipe id: byte offset * 4 + partition code} of the accepted recipes (one small
     int per recipe: the partition for layer2, the offset for duplicates)."""
     accepted: dict[str, int] = {}
@@ -200,7 +203,8 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool) 
         for offset, rec in iter_array(path):
             bar.update(offset - last)
             last = offset
-            row, why, rid = validate_recipe(rec)
+            changed: Counter = Counter()
+            row, why, rid = validate_recipe(rec, changed)
             if row is not None and rid in accepted:
                 row, why = None, f"duplicate id (first seen at byte offset {accepted[rid] >> 2})"
             if row is None:
@@ -208,6 +212,8 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool) 
                 continue
             accepted[rid] = (offset << 2) | _PART_CODE[row["partition"]]
             writer.add(row)
+            if changed and cleaned is not None:
+                cleaned.update(changed)
         bar.update(size - last)
     return accepted
 
@@ -300,7 +306,8 @@ def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer
             position += 1
 
 
-def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejects: list) -> None:
+def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejects: list,
+               cleaned: Counter | None = None) -> None:
     seen: set[str] = set()
     for offset, entry in iter_array(path):
         rid = entry.get("id") if isinstance(entry, dict) else None
@@ -326,13 +333,14 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
             reject("duplicate det_ingrs entry")
             continue
         names = []
+        changed: Counter = Counter()
         for item, ok in zip(ingredients, valid):
             if (not isinstance(item, dict) or not isinstance(item.get("text"), str) or not isinstance(ok, bool)
                     or _not_text(item["text"])):
                 names = None
                 break
             if ok:
-                text = clean_text(item["text"]).lower()
+                text = clean_text(item["text"], changed).lower()
                 if text:
                     names.append(text)
         if names is None:
@@ -340,6 +348,8 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
             continue
         seen.add(rid)
         writer.add({"id": rid, "ingredients": names})
+        if changed and cleaned is not None:
+            cleaned.update(changed)
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
@@ -348,10 +358,11 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         if not (src / required).is_file():
             raise FileNotFoundError(f"{src / required}: required input missing (SRC must hold layer1.json and layer2.json)")
     rejects: list[Rejection] = []
+    cleaned: Counter = Counter()  # texts of kept records that each cleaning step changed
     with atomic_path(out / "recipes.parquet") as tmp:
         writer = _BatchWriter(tmp, RECIPES_SCHEMA)
         try:
-            accepted = _parse_layer1(src / "layer1.json", writer, rejects, ctx.quiet)
+            accepted = _parse_layer1(src / "layer1.json", writer, rejects, ctx.quiet, cleaned)
         finally:
             writer.close()
     rejected_recipes = len(rejects)
@@ -368,7 +379,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         writer = _BatchWriter(tmp, DET_SCHEMA)
         try:
             if det_path.is_file():
-                _parse_det(det_path, accepted, writer, rejects)
+                _parse_det(det_path, accepted, writer, rejects, cleaned)
         finally:
             writer.close()
         n_det = writer.count
@@ -389,6 +400,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         "det_ingrs": n_det,
         "det_ingrs_rejected": len(rejects) - rejected_recipes - rejected_images,
         "quarantined": len(rejects),
+        # texts (titles, ingredient lines, instructions, detected ingredients) cleaning changed
+        **{f"text_{step}": cleaned[step] for step in ("markup_removed", "entities_decoded", "unicode_folded")},
     }
 
 

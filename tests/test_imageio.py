@@ -1,6 +1,7 @@
 """Robust image loading: every bad kind of photo is converted or refused with a reason, never raised."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -113,6 +114,13 @@ def test_unreadable_files_are_refused_with_a_reason(tmp_path, data, reason):
         open_rgb(path, image_size=64)
     res = convert_image(path)
     assert res.data is None and res.reason.startswith(reason)
+
+
+def test_a_directory_or_fifo_where_a_photo_should_be_is_an_unreadable_file(tmp_path):
+    (tmp_path / "dir.jpg").mkdir()
+    os.mkfifo(tmp_path / "fifo.jpg")  # opening it would block forever
+    assert convert_image(tmp_path / "dir.jpg").reason == "unreadable file: a directory, not a file"
+    assert convert_image(tmp_path / "fifo.jpg").reason.startswith("unreadable file: not a regular file")
 
 
 def test_missing_file_and_decompression_bomb(tmp_path):

@@ -202,6 +202,36 @@ def test_clean_text(raw, clean):
     assert clean_text(raw) == clean
 
 
+@pytest.mark.parametrize(
+    "raw, clean",
+    [
+        ("Rice with <Chef special> sauce", "Rice with <Chef special> sauce"),  # not markup: kept
+        ("if a < b and c > d", "if a < b and c > d"),
+        ("<tomato> and <basil>", "<tomato> and <basil>"),
+        ("<b>Bold</b> rice<br/>now", "Bold rice now"),
+        ('<a href="x>y" class=link>Link</a> <!-- note --> ok', "Link ok"),
+        ("<P CLASS=x>Hi</P>", "Hi"),
+    ],
+)
+def test_only_real_markup_is_removed(raw, clean):
+    assert clean_text(raw) == clean
+
+
+def test_parse_manifest_counts_what_cleaning_changed(tmp_path):
+    src = _write_corpus(tmp_path / "src", [
+        _recipe("a1", title="Rice with <Chef special> sauce"),
+        _recipe("a2", title="<b>Rice</b>", instructions=[{"text": "Mix&amp;serve"}, {"text": "Cook <i>gently</i>"}]),
+        _recipe("a3", title="Rice ½", ingredients=[]),  # rejected: its cleaning is not counted
+    ], det=[{"id": "a1", "ingredients": [{"text": "<em>rice</em>"}], "valid": [True]}])
+    report = parse(src, tmp_path / "out")
+    titles = pl.read_parquet(tmp_path / "out" / "recipes.parquet")["title"].to_list()
+    assert titles == ["Rice with <Chef special> sauce", "Rice"]
+    counts = report.counts
+    assert (counts["text_markup_removed"], counts["text_entities_decoded"], counts["text_unicode_folded"]) == (3, 1, 0)
+    saved = json.loads((tmp_path / "out" / "manifests" / "parse.json").read_text())["counts"]
+    assert saved["text_markup_removed"] == 3
+
+
 def test_real_corpora_parse_with_sensible_counts(recipes_en, recipes_zh, tmp_path):
     en = parse(recipes_en, tmp_path / "en").counts
     # 1,521 recipes, of which a few dozen lack ingredients or instructions in their sources.
