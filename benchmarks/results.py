@@ -258,11 +258,10 @@ def first_photo_features(prepared: Path, cache: Path, split: str):
 def w2v_recipe_features(prepared: Path, ids: list[str]):
     """Mean word2vec vector of each recipe's title, ingredient and instruction tokens (recipes.lmdb)."""
     import numpy as np
-    from gensim.models import KeyedVectors
-
     from recipekit.pipeline.store import RecipeStore
+    from recipekit.pipeline.word2vec import load_vectors
 
-    kv = KeyedVectors.load(str(prepared / "word2vec" / "word2vec.kv"))
+    kv = load_vectors(prepared)
     store = RecipeStore(prepared / "recipes.lmdb")
     out = np.zeros((len(ids), kv.vector_size), np.float32)
     for i, rid in enumerate(ids):

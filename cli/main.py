@@ -76,10 +76,13 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
               help="shard: seed of the order of recipes within a partition.")
 @click.option("--shard-pixel-limit", type=click.IntRange(1), default=_SHARD.pixel_limit, show_default=True,
               help="shard: photos with more pixels are quarantined as decompression bombs.")
+@click.option("--shard-allow-external-links", is_flag=True, default=False,
+              help="shard: read photos through symlinks that lead out of SRC/images (refused by default).")
 def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, ingredient_extractor, w2v_dim,
                 w2v_window, w2v_min_count, w2v_epochs, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101,
                 store_max_ingredients, store_max_instructions, store_max_tokens, shard_image_size,
-                shard_quality, shard_max_images, shard_max_count, shard_max_bytes, shard_seed, shard_pixel_limit):
+                shard_quality, shard_max_images, shard_max_count, shard_max_bytes, shard_seed, shard_pixel_limit,
+                shard_allow_external_links):
     """Prepare a Recipe1M-style corpus in SRC (layer1.json, layer2.json, [det_ingrs.json], images/) into OUT."""
     config = PrepareConfig(
         ingredient_extractor=ingredient_extractor,
@@ -96,6 +99,7 @@ def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, i
         shard=ShardParams(
             image_size=shard_image_size, quality=shard_quality, max_images=shard_max_images,
             max_count=shard_max_count, max_bytes=shard_max_bytes, seed=shard_seed, pixel_limit=shard_pixel_limit,
+            allow_external_links=shard_allow_external_links,
         ),
     )
     try:

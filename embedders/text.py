@@ -80,13 +80,14 @@ def embedding_matrix_from_keyedvectors(kv: Any, vocab: Vocabulary, seed: int = 0
     return matrix
 
 
-def load_word2vec_matrix(path: str | Path, vocab: Vocabulary) -> np.ndarray:
-    """Load ``word2vec/word2vec.kv`` with gensim and build the matrix for ``vocab``."""
-    try:
-        from gensim.models import KeyedVectors
-    except ImportError as exc:  # pragma: no cover - gensim is a base dependency
-        raise ImportError("load_word2vec_matrix needs gensim: pip install gensim") from exc
-    return embedding_matrix_from_keyedvectors(KeyedVectors.load(str(path)), vocab)
+def load_word2vec_matrix(path: str | Path, vocab: Vocabulary, *, allow_pickle: bool = False) -> np.ndarray:
+    """Build the matrix for ``vocab`` from a prepared folder's word vectors: ``path`` is the
+    prepared folder, its ``word2vec/`` folder or a file in it (``vectors.npy``). An older
+    folder's ``word2vec.kv`` (a pickle) is read only with ``allow_pickle=True``
+    (:func:`recipekit.pipeline.word2vec.load_vectors`)."""
+    from recipekit.pipeline.word2vec import load_vectors
+
+    return embedding_matrix_from_keyedvectors(load_vectors(path, allow_pickle=allow_pickle), vocab)
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:

@@ -163,6 +163,11 @@ def split_location(found: EvalTarget, split: str, shards: str | os.PathLike | No
 
     if shards is None and not data_given:
         shards = ((found.run_config or {}).get("data") or {}).get("shards") or None
+        if isinstance(shards, str) and shards.lstrip().startswith("pipe:"):
+            # Whoever wrote the run folder chose this command, not the person running eval.
+            raise ValueError(f"{(found.run or found.checkpoint.parent) / RUN_CONFIG}: data.shards is a shell command "
+                             f"({shards!r}); commands saved in a run folder are never run. If you trust it, give it "
+                             "yourself (--shards 'pipe:...'), or read the prepared folder's own shards with --data")
     if shards is None:
         split_folder(found.prepared, split)
         return None

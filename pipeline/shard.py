@@ -66,6 +66,8 @@ class ShardParams:
     max_bytes: int = MAX_BYTES  # estimated bytes per shard, at most (see estimate_image_bytes)
     seed: int = 0  # order of the recipes within a partition
     pixel_limit: int = PIXEL_LIMIT  # a photo with more pixels is refused as a decompression bomb
+    # A photo reached through a symlink that leaves SRC/images is quarantined unless this is true.
+    allow_external_links: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_size", "max_images", "max_count", "max_bytes", "pixel_limit"):
@@ -75,6 +77,27 @@ class ShardParams:
             raise ValueError(f"shard parameter quality must be an integer in 1..100, got {self.quality!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"shard parameter seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.allow_external_links, bool):
+            raise ValueError(f"shard parameter allow_external_links must be true or false, got {self.allow_external_links!r}")
+
+
+def _digest_params(params: ShardParams) -> dict[str, Any]:
+    """The parameters a shard's digest covers; the default link policy is left out so that
+    shards written before it existed (which it does not change) are reused."""
+    d = asdict(params)
+    if not d["allow_external_links"]:
+        del d["allow_external_links"]
+    return d
+
+
+def outside_link(images_dir: str | os.PathLike, rel: str) -> str | None:
+    """Where ``images_dir/rel`` really is when a symlink (of the file or of a folder on the way)
+    takes it out of ``images_dir``; None when it stays inside (or does not exist)."""
+    root = os.path.realpath(images_dir)
+    real = os.path.realpath(os.path.join(images_dir, rel))
+    if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+        return None
+    return real
 
 
 def estimate_image_bytes(image_size: int, quality: int) -> int:
@@ -132,7 +155,7 @@ def _stat(path: Path) -> str:
 
 def _task(index: int, name: str, partition: str, rows: list[dict], pdir: Path, images_dir: Path,
           params: ShardParams) -> dict[str, Any]:
-    h = hashlib.sha256(json.dumps([FORMAT_VERSION, PIL.__version__, asdict(params)]).encode())
+    h = hashlib.sha256(json.dumps([FORMAT_VERSION, PIL.__version__, _digest_params(params)]).encode())
     samples = []
     for row in rows:
         prefix = _recipe_prefix(row)
@@ -171,6 +194,11 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
                     if len(kept) >= p.max_images:
                         unused += len(photos) - k
                         break
+                    outside = None if p.allow_external_links else outside_link(images_dir, rel)
+                    if outside is not None:
+                        quarantine.append({"source": rel, "record_id": iid, "reason": (
+                            f"symlink leaves the corpus (to {outside}); allow with --shard-allow-external-links")})
+                        continue
                     res = convert_image(images_dir / rel, image_size=p.image_size, quality=p.quality,
                                         pixel_limit=p.pixel_limit)
                     if res.data is None:
@@ -347,6 +375,7 @@ def shard(
     max_bytes: int = MAX_BYTES,
     seed: int = 0,
     pixel_limit: int = PIXEL_LIMIT,
+    allow_external_links: bool = False,
     workers: int = 1,
     force: bool = False,
     quiet: bool = True,
@@ -357,5 +386,6 @@ def shard(
     even with ``force``; their bytes would be the same. Delete ``OUT/shards`` to re-encode.
     """
     params = ShardParams(image_size=image_size, quality=quality, max_images=max_images, max_count=max_count,
-                         max_bytes=max_bytes, seed=seed, pixel_limit=pixel_limit)
+                         max_bytes=max_bytes, seed=seed, pixel_limit=pixel_limit,
+                         allow_external_links=allow_external_links)
     return run_stage(STAGE, src=src, out=out, params=asdict(params), workers=workers, force=force, quiet=quiet)

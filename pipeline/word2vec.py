@@ -9,6 +9,12 @@ trains from a corpus file so that every worker thread is busy.
 
 With more than one worker gensim's result depends on thread scheduling; use
 ``workers=1`` when you need bit-identical vectors.
+
+Storage: ``word2vec/vectors.npy`` (float32 ``[words, dim]``, a plain NumPy array read with
+``allow_pickle=False``) and ``word2vec/vocab.txt`` (the words in row order). Neither can run
+code when loaded, so a prepared folder from someone else is safe to train on. Folders of older
+versions hold ``word2vec/word2vec.kv``, a gensim pickle: :func:`load_vectors` reads it only
+with ``allow_pickle=True`` (for a folder you made yourself), else it says to re-run prepare.
 """
 
 from __future__ import annotations
@@ -18,14 +24,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage
+from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, atomic_path, run_stage
 from .tablestream import iter_aligned, num_rows
 from .tokenize import ingredient_token, tokenize, underscore_ingredients
 
-__all__ = ["Word2VecParams", "STAGE", "word2vec", "write_corpus", "write_corpus_files", "load_vectors", "load_vocab"]
+__all__ = ["Word2VecParams", "STAGE", "VECTORS_FILE", "VOCAB_FILE", "PICKLE_FILE", "word2vec", "write_corpus",
+           "write_corpus_files", "load_vectors", "load_vocab", "save_vectors", "UnsafeArtefactError"]
+
+VECTORS_FILE = "vectors.npy"
+VOCAB_FILE = "vocab.txt"
+PICKLE_FILE = "word2vec.kv"  # older versions' gensim pickle: read only with allow_pickle=True
+
+
+class UnsafeArtefactError(ValueError):
+    """An artefact in a format that can run code when loaded, refused without an explicit opt-in."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +120,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     kv = model.wv
     if len(kv.index_to_key) == 0:
         raise ValueError(f"word2vec: no word occurs min_count={params.min_count} times; lower --w2v-min-count")
-    kv.lifecycle_events = None  # gensim would pickle save times and paths: keep the file reproducible
     with atomic_dir(out / "word2vec") as tmp:
-        # separately=[]: one self-contained file, whatever the vocabulary size.
-        kv.save(str(tmp / "word2vec.kv"), separately=[])
-        (tmp / "vocab.txt").write_text("".join(w + "\n" for w in kv.index_to_key), encoding="utf-8")
+        save_vectors(tmp, kv.index_to_key, kv.vectors)
     return {**stats, "vocabulary": len(kv.index_to_key), "vector_size": kv.vector_size}
 
 
@@ -116,7 +129,7 @@ STAGE = Stage(
     name="word2vec",
     run=_run,
     out_inputs=("recipes.parquet", "ingredients.parquet"),
-    outputs=("word2vec/word2vec.kv", "word2vec/vocab.txt"),
+    outputs=(f"word2vec/{VECTORS_FILE}", f"word2vec/{VOCAB_FILE}"),
     description="gensim word2vec on train titles, ingredients and instructions",
 )
 
@@ -129,13 +142,58 @@ def word2vec(
     return run_stage(STAGE, src=None, out=out, params=asdict(params), workers=workers, force=force, quiet=quiet)
 
 
-def load_vectors(out: str | os.PathLike):
-    """The trained gensim ``KeyedVectors``."""
+def save_vectors(folder: str | os.PathLike, words: list[str], vectors: np.ndarray) -> None:
+    """Write ``folder/vectors.npy`` and ``folder/vocab.txt`` (atomically each)."""
+    folder = Path(folder)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(words):
+        raise ValueError(f"{folder}: {len(words)} words but vectors of shape {vectors.shape}")
+    with atomic_path(folder / VECTORS_FILE) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, vectors, allow_pickle=False)
+    with atomic_path(folder / VOCAB_FILE) as tmp:
+        tmp.write_text("".join(w + "\n" for w in words), encoding="utf-8")
+
+
+def _vectors_folder(path: Path) -> Path:
+    """``path`` is OUT, OUT/word2vec, or a file in OUT/word2vec: the word2vec folder."""
+    if path.is_file() or path.suffix in (".npy", ".kv"):
+        return path.parent
+    return path / "word2vec" if (path / "word2vec").is_dir() else path
+
+
+def load_vectors(out: str | os.PathLike, *, allow_pickle: bool = False):
+    """The trained vectors as gensim ``KeyedVectors``, from ``vectors.npy`` and ``vocab.txt``.
+
+    ``out``: a prepared folder, its ``word2vec`` folder or a file in it. A folder of an older
+    version (only ``word2vec.kv``, a pickle that can run code) is read only with
+    ``allow_pickle=True``; otherwise :class:`UnsafeArtefactError` says what to do."""
     from gensim.models import KeyedVectors
 
-    return KeyedVectors.load(str(Path(out) / "word2vec" / "word2vec.kv"))
+    folder = _vectors_folder(Path(out))
+    npy, legacy = folder / VECTORS_FILE, folder / PICKLE_FILE
+    if npy.is_file():
+        try:
+            vectors = np.load(npy, allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{npy}: not a plain array of word vectors ({exc})") from None
+        words = load_vocab(folder)
+        if vectors.ndim != 2 or vectors.shape[0] != len(words):
+            raise ValueError(f"{npy}: vectors of shape {vectors.shape} do not match the {len(words)} words of "
+                             f"{folder / VOCAB_FILE}")
+        kv = KeyedVectors(vector_size=int(vectors.shape[1]), dtype=np.float32)
+        kv.add_vectors(words, vectors.astype(np.float32, copy=False))
+        return kv
+    if legacy.is_file():
+        if not allow_pickle:
+            raise UnsafeArtefactError(
+                f"{legacy}: a gensim pickle, which can run code when loaded; re-run `recipekit prepare` on this "
+                f"folder to store the vectors as {VECTORS_FILE}, or, only for a folder you made yourself, allow it "
+                "(allow_pickle=True; data.allow_pickle = true in a training config)")
+        return KeyedVectors.load(str(legacy))
+    raise FileNotFoundError(f"{npy}: missing (the word2vec stage of `recipekit prepare` writes it)")
 
 
 def load_vocab(out: str | os.PathLike) -> list[str]:
     """Words in id order; token id = index + 2 (0 = padding, 1 = unknown word)."""
-    return (Path(out) / "word2vec" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return (_vectors_folder(Path(out)) / VOCAB_FILE).read_text(encoding="utf-8").splitlines()

@@ -103,8 +103,17 @@ def test_word2vec_matrix_from_gensim(tmp_path):
     np.testing.assert_array_equal(m[vocab.id("salt")], vectors[0])
     np.testing.assert_array_equal(m[vocab.id("olive_oil")], vectors[1])
     assert np.abs(m[vocab.id("rare")]).max() < 2  # small random init
-    kv.save(str(tmp_path / "word2vec.kv"))
-    np.testing.assert_array_equal(load_word2vec_matrix(tmp_path / "word2vec.kv", vocab), m)
+    from recipekit.pipeline.word2vec import UnsafeArtefactError, save_vectors
+
+    save_vectors(tmp_path / "word2vec", kv.index_to_key, kv.vectors)
+    np.testing.assert_array_equal(load_word2vec_matrix(tmp_path, vocab), m)
+    np.testing.assert_array_equal(load_word2vec_matrix(tmp_path / "word2vec" / "vectors.npy", vocab), m)
+    old = tmp_path / "old" / "word2vec"
+    old.mkdir(parents=True)
+    kv.save(str(old / "word2vec.kv"))  # an older prepared folder: a gensim pickle
+    with pytest.raises(UnsafeArtefactError, match="can run code"):
+        load_word2vec_matrix(old / "word2vec.kv", vocab)
+    np.testing.assert_array_equal(load_word2vec_matrix(old / "word2vec.kv", vocab, allow_pickle=True), m)
 
 
 @pytest.mark.parametrize("tower", ["je", "ht"])

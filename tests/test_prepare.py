@@ -20,7 +20,7 @@ FAST_W2V = ["--w2v-dim", "32", "--w2v-epochs", "2", "--w2v-min-count", "3"]
 FAST = PrepareConfig(word2vec=Word2VecParams(vector_size=32, epochs=2, min_count=3))
 COMPARED = ["recipes.parquet", "images.parquet", "det_ingrs.parquet", "quarantine.parquet", "ingredients.parquet",
             "ingredient_vocab.parquet", "recipe_classes.parquet", "classes.json", "word2vec/vocab.txt",
-            "word2vec/word2vec.kv"]
+            "word2vec/vectors.npy"]
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:

@@ -201,3 +201,27 @@ def test_evaluation_over_remote_shards_gives_the_local_embeddings(remote_run, pr
     assert report["data"]["shards"] == f"{server}/test" and report["data"]["pairs"] == 8
     res = CliRunner().invoke(main, ["eval", str(run), "--shards", f"{server}/gone", "--device", "cpu"])
     assert res.exit_code == 1 and f"{server}/gone/test/sizes.json: not found" in res.output
+
+
+def test_a_pipe_command_saved_in_a_run_folder_is_never_run(prepared_demo, tmp_path):
+    """Someone hands you a run folder whose config.resolved.json holds data.shards = "pipe:...":
+    `recipekit eval RUN` refuses it before anything runs; the same command given by the
+    person running eval (--shards) is theirs to run."""
+    from click.testing import CliRunner
+    from recipekit.cli.main import main
+    from recipekit.evaluation import evaluate
+    from recipekit.evaluation.protocol import resolve_target, split_location
+
+    mark = tmp_path / "ran"
+    run = tmp_path / "handed-run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"")  # never loaded: the refusal comes first
+    command = f"pipe:touch {mark}; cat {prepared_demo}/shards/test/test-000000.tar"
+    (run / "config.resolved.json").write_text(json.dumps({"data": {"prepared": str(prepared_demo), "shards": command}}))
+    with pytest.raises(ValueError, match=r"config.resolved.json: data.shards is a shell command .* never run"):
+        evaluate(run, split="test", write=False)
+    res = CliRunner().invoke(main, ["eval", str(run), "--device", "cpu"])
+    assert res.exit_code == 1 and "commands saved in a run folder are never run" in res.output
+    assert "Traceback" not in res.output and not mark.exists()
+    found = resolve_target(run, split="test")
+    assert split_location(found, "test", command) == command  # given by the user: accepted

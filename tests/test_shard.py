@@ -296,3 +296,39 @@ def test_plan_helpers():
     assert [ids[i] for i in order if i < 10] == [ids[i] for i in sub]
     with pytest.raises(ValueError, match="quality"):
         shard("x", "y", quality=0)
+
+
+def test_symlinks_that_leave_the_corpus_are_refused_unless_allowed(tmp_path):
+    """A photo reached through a link out of SRC/images (the file's own link, or a folder's on
+    the way) is quarantined; a link inside the corpus is followed; --shard-allow-external-links
+    reads them all."""
+    photo = _jpeg(Image.new("RGB", (64, 48), (200, 30, 30)))
+    secret = tmp_path / "elsewhere"
+    (secret / "d").mkdir(parents=True)
+    (secret / "x.jpg").write_bytes(photo)
+    (secret / "d" / "0020beef.jpg").write_bytes(photo)
+    layer1, layer2 = [], []
+    for i, rid in enumerate(["inside", "filelink", "dirlink"]):
+        layer1.append({"id": rid, "title": f"Dish {rid}", "ingredients": [{"text": "1 cup flour"}],
+                       "instructions": [{"text": "Bake it."}], "partition": "train", "url": None})
+        layer2.append({"id": rid, "images": [{"id": f"00{i}0beef.jpg", "url": None}]})
+    src = tmp_path / "src"
+    (src / "images" / "train" / "0" / "0").mkdir(parents=True)
+    (src / "layer1.json").write_text(json.dumps(layer1))
+    (src / "layer2.json").write_text(json.dumps(layer2))
+    base = src / "images" / "train" / "0" / "0"
+    (base / "real.jpg").write_bytes(photo)
+    (base / "0" / "0").mkdir(parents=True)
+    (base / "0" / "0" / "0000beef.jpg").symlink_to(base / "real.jpg")  # stays inside: fine
+    (base / "1" / "0").mkdir(parents=True)
+    (base / "1" / "0" / "0010beef.jpg").symlink_to(secret / "x.jpg")  # the file's own link leaves
+    (base / "2").mkdir()
+    (base / "2" / "0").symlink_to(secret / "d", target_is_directory=True)  # a folder's link leaves
+    out = _prepared(src, tmp_path / "out")
+    counts = shard(src, out).counts
+    q = {r["record_id"]: r["reason"] for r in read_quarantine(out).to_pylist() if r["stage"] == "shard"}
+    assert counts["samples"] == 1 and counts["images_quarantined"] == 2
+    for iid in ("0010beef.jpg", "0020beef.jpg"):
+        assert q[iid].startswith("symlink leaves the corpus (to ") and str(secret) in q[iid], q
+    allowed = shard(src, out, allow_external_links=True).counts
+    assert allowed["samples"] == 3 and allowed["images_quarantined"] == 0

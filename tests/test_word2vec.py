@@ -1,6 +1,8 @@
 import json
+import os
 
 import polars as pl
+import pytest
 
 from recipekit.pipeline.parse import parse
 from recipekit.pipeline.tokenize import tokenize, underscore_ingredients
@@ -58,9 +60,49 @@ def test_stage_writes_vectors_and_vocab(tmp_path):
     vocab = load_vocab(out)
     assert vocab == list(kv.index_to_key) and report.counts["vocabulary"] == len(vocab)
     assert kv.vector_size == 16 and "olive_oil" in vocab and "val-only-word" not in vocab
-    assert sorted(p.name for p in (out / "word2vec").iterdir()) == ["vocab.txt", "word2vec.kv"]
+    assert sorted(p.name for p in (out / "word2vec").iterdir()) == ["vectors.npy", "vocab.txt"]
     assert not list(out.glob("*.tmp-*"))
     # Same parameters, same inputs: skipped; other parameters: retrained.
     assert word2vec(out, params=Word2VecParams(vector_size=16, min_count=5, epochs=2)).status == "skipped"
     assert word2vec(out, params=Word2VecParams(vector_size=8, min_count=5, epochs=2)).status == "ran"
     assert load_vectors(out).vector_size == 8
+
+
+class _Boom:
+    """Unpickling this runs code: what a hostile word2vec.kv could hold."""
+
+    def __reduce__(self):
+        return (os.mkdir, (str(_Boom.target),))
+
+
+def test_vectors_load_without_pickle_and_an_old_kv_pickle_only_when_allowed(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from recipekit.pipeline.word2vec import UnsafeArtefactError, save_vectors
+
+    folder = tmp_path / "prep" / "word2vec"
+    folder.mkdir(parents=True)
+    save_vectors(folder, ["salt", "olive_oil"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    kv = load_vectors(tmp_path / "prep")
+    assert kv.index_to_key == ["salt", "olive_oil"] and kv["olive_oil"].tolist() == [3.0, 4.0, 5.0]
+    # a hostile folder: an object array in vectors.npy is refused, nothing runs
+    _Boom.target = tmp_path / "ran"
+    bad = tmp_path / "bad" / "word2vec"
+    bad.mkdir(parents=True)
+    np.save(bad / "vectors.npy", np.array([_Boom()], dtype=object), allow_pickle=True)
+    (bad / "vocab.txt").write_text("x\n")
+    with pytest.raises(ValueError, match="vectors.npy: not a plain array"):
+        load_vectors(bad)
+    # an older folder's pickle: refused with what to do, read only when allowed
+    old = tmp_path / "old" / "word2vec"
+    old.mkdir(parents=True)
+    (old / "word2vec.kv").write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(UnsafeArtefactError, match="word2vec.kv: a gensim pickle, which can run code"):
+        load_vectors(tmp_path / "old")
+    assert not _Boom.target.exists()
+    with pytest.raises(Exception):
+        load_vectors(tmp_path / "old", allow_pickle=True)  # the opt-in runs it (then gensim chokes)
+    assert _Boom.target.exists()
+

@@ -40,10 +40,15 @@ def build_model(cfg: TrainConfig):
     vocab = Vocabulary.from_file(vocab_file)
     matrix = None
     if cfg.model.word2vec and tower in ("je", "ht"):
-        kv = prepared / "word2vec" / "word2vec.kv"
-        if not kv.exists():
-            raise FileNotFoundError(f"{kv}: missing (or set model.word2vec = false)")
-        matrix = load_word2vec_matrix(kv, vocab)
+        folder = prepared / "word2vec"
+        if not (folder / "vectors.npy").exists() and not (folder / "word2vec.kv").exists():
+            raise FileNotFoundError(f"{folder / 'vectors.npy'}: missing (or set model.word2vec = false)")
+        from recipekit.pipeline.word2vec import UnsafeArtefactError
+
+        try:
+            matrix = load_word2vec_matrix(folder, vocab, allow_pickle=cfg.data.allow_pickle)
+        except UnsafeArtefactError as exc:
+            raise ConfigError(str(exc)) from None
     try:
         return create_embedder(cfg.model.embedder, vocab=vocab, embedding_matrix=matrix, **overrides)
     except (ValueError, TypeError) as exc:

@@ -58,12 +58,13 @@ class DataConfig:
     shards: str = ""  # where train/ and val/ shard folders are: "" = PREPARED/shards; a folder or URL (docs)
     train_shards: str = ""  # the train shards: split folder, URL, brace pattern or pipe:; "" = from data.shards
     val_shards: str = ""  # the val shards (validation), likewise; "" = from data.shards
+    allow_pickle: bool = False  # read an older prepared folder's word2vec/word2vec.kv (a pickle: runs code)
 
 
 @dataclass
 class ModelConfig:
     embedder: str = "ht_resnet50"  # a registered embedder (recipekit.embedders.list_embedders())
-    word2vec: bool = True  # initialise the word embeddings from PREPARED/word2vec/word2vec.kv
+    word2vec: bool = True  # initialise the word embeddings from PREPARED/word2vec/vectors.npy
     overrides: dict = field(default_factory=dict)  # passed to create_embedder(embedder, **overrides)
 
 
