@@ -185,12 +185,44 @@ class JointEmbedder(nn.Module):
         torch.save({"format": "recipekit.embedder/1", "config": self.config, "vocab": words, "state_dict": self.state_dict()}, path)
 
 
+def _first_sentence(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].split(". ")[0].rstrip(".")[:200]
+
+
+def load_weights_file(path: str | Path, map_location: Any = "cpu", *, what: str = "checkpoint") -> dict:
+    """``torch.load(path, weights_only=True)`` whose every failure is one :class:`ValueError`
+    line naming the file: missing, truncated (a run killed while copying it), not a torch file,
+    or holding Python objects that could run code (refused, never executed)."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = _first_sentence(exc)
+        if "weights only" in first.lower() or "weights_only" in first.lower():
+            raise ValueError(f"{path}: not a plain-weights {what}: it holds Python objects that could run code "
+                             "when loaded (refused)") from None
+        raise ValueError(f"{path}: unreadable {what} (truncated or corrupt: {first})") from None
+    except Exception as exc:  # RuntimeError (zip reader), EOFError, OSError ...
+        first = _first_sentence(exc)
+        raise ValueError(f"{path}: unreadable {what} (truncated or corrupt: {first})") from None
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: not a recipekit {what} (a {type(blob).__name__}, not a dict)")
+    return blob
+
+
 def load_embedder(path: str | Path, map_location: Any = "cpu", *, channels_last: bool = True) -> JointEmbedder:
     """Rebuild a :meth:`JointEmbedder.save` file (no weights are downloaded: the saved state
     dict replaces whatever the config's ``weights`` named). ``channels_last``: a convolutional
     image backbone is put in the channels-last memory format (faster on CPUs and GPUs, same
     results up to rounding: :meth:`ImageTower.use_channels_last`)."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = load_weights_file(path, map_location, what="embedder file")
     if blob.get("format") != "recipekit.embedder/1":
         raise ValueError(f"{path}: not a recipekit embedder file")
     config = copy.deepcopy(blob["config"])
@@ -200,8 +232,12 @@ def load_embedder(path: str | Path, map_location: Any = "cpu", *, channels_last:
     # to ``hidden``), which the config does not record: rebuild with a placeholder of that shape.
     words = blob["state_dict"].get("recipe_tower.embedding.weight")
     matrix = np.zeros(tuple(words.shape), dtype=np.float32) if words is not None else None
-    model = JointEmbedder(config, vocab=vocab, embedding_matrix=matrix)
-    model.load_state_dict(blob["state_dict"])
+    try:
+        model = JointEmbedder(config, vocab=vocab, embedding_matrix=matrix)
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = _first_sentence(exc)
+        raise ValueError(f"{path}: a recipekit embedder file whose model cannot be rebuilt ({first})") from None
     model.config = copy.deepcopy(blob["config"])
     model.image_tower.use_channels_last(channels_last)
     return model

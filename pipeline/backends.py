@@ -19,6 +19,11 @@ distinct ``(initializer, initargs)`` and is cached there. Ray is imported only w
 A task that raises stops the map: pending tasks are cancelled, running ones are waited for
 (their outputs are atomic, see :func:`.stagekit.atomic_path`), and :class:`TaskError` names the
 failed item (``shard train/train-000003``, ``recipes 40000-59999``).
+
+Pool workers watch their parent: when the main process dies without shutting the pool down
+(``kill -9``, the out-of-memory killer), each worker notices within :data:`PARENT_POLL_S`
+seconds that it has been re-parented and exits, and with them goes multiprocessing's resource
+tracker (it ends when the last process holding its pipe does).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import hashlib
 import importlib.util
 import os
 import pickle
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -37,7 +44,25 @@ __all__ = ["BACKENDS", "BackendError", "Executor", "PoolExecutor", "RayExecutor"
 
 BACKENDS = ("pool", "ray")
 INFLIGHT_PER_WORKER = 2
+PARENT_POLL_S = 0.5  # how often a pool worker checks that the process that started it is alive
 _END = object()
+
+
+def _watch_parent(parent: int, poll_s: float) -> None:
+    while True:
+        if os.getppid() != parent:  # the parent died: this process was handed to init or a subreaper
+            os._exit(70)
+        time.sleep(poll_s)
+
+
+def _worker_start(parent: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    """Initializer of every pool worker: start the parent watchdog, then the stage's initializer."""
+    if os.getppid() != parent:  # died before this worker even started
+        os._exit(70)
+    threading.Thread(target=_watch_parent, args=(parent, PARENT_POLL_S), name="recipekit-parent-watch",
+                     daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
 
 
 class BackendError(RuntimeError):
@@ -130,7 +155,8 @@ class PoolExecutor(Executor):
         if n <= 1:
             yield from _serial(fn, items, initializer, initargs, describe)
             return
-        pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=initializer, initargs=initargs)
+        pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=_worker_start,
+                                   initargs=(os.getpid(), initializer, initargs))
         pending: deque = deque()
         try:
             it = iter(items)

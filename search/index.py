@@ -180,8 +180,8 @@ def build_index(
     out = Path(out) if out is not None else default_out
     try:
         model = load_embedder(checkpoint)
-    except Exception as exc:
-        raise SearchError(f"{checkpoint}: not a readable recipekit embedder file ({exc})") from exc
+    except ValueError as exc:  # one line naming the file (see load_weights_file)
+        raise SearchError(str(exc)) from None
     dev = resolve_device(device)
     model.to(dev).eval()
     started = time.perf_counter()

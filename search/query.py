@@ -118,7 +118,10 @@ class SearchEngine:
                 f"index/model mismatch: {index_dir} was built with checkpoint {meta['checkpoint']['path']} "
                 f"(sha256 {built[:12]}...), not {checkpoint} (sha256 {digest[:12]}...); "
                 f"rebuild it with `recipekit index {run}`")
-        model = load_embedder(checkpoint)
+        try:
+            model = load_embedder(checkpoint)
+        except ValueError as exc:  # unreadable, truncated, or not plain weights: one line, no traceback
+            raise SearchError(str(exc)) from None
         if model.embed_dim != meta["dim"]:
             raise SearchError(f"index/model mismatch: {index_dir} holds {meta['dim']}-d vectors, "
                               f"{checkpoint} embeds in {model.embed_dim} dimensions")

@@ -13,3 +13,13 @@ def root(x: float) -> float:
     if x < 0:
         raise ValueError(f"negative input {x}")
     return x**0.5
+
+
+def report_and_wait(folder: str) -> int:
+    """Write this worker's pid into ``folder`` and sleep: a task still running when its parent dies."""
+    import os
+    from pathlib import Path
+
+    Path(folder, f"{os.getpid()}.pid").write_text("")
+    time.sleep(120)
+    return os.getpid()

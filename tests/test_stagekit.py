@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,54 @@ def test_atomic_dir_replaces_whole_folder(tmp_path):
         (tmp / "new.txt").write_text("y")
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead child nobody has reaped yet still answers kill(pid, 0))."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_pool_workers_exit_when_the_main_process_is_killed(tmp_path):
+    """kill -9 of the process running a pool (as of `prepare --workers 2`): its workers and the
+    resource tracker notice and exit instead of living on as orphans."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[2])\n"
+        "from backend_tasks import report_and_wait\n"
+        "from recipekit.pipeline.backends import PoolExecutor\n"
+        "list(PoolExecutor(2).imap(report_and_wait, [sys.argv[1]] * 4))\n"
+    )
+    tests_dir = str(Path(__file__).parent)
+    main = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), tests_dir])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("*.pid"))) < 2:
+            assert time.monotonic() < deadline and main.poll() is None, "the pool workers did not start"
+            time.sleep(0.1)
+        workers = [int(p.stem) for p in tmp_path.glob("*.pid")]
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(main.pid)], capture_output=True, text=True)
+        family = {int(x) for x in children.stdout.split()} | set(workers)  # workers + resource tracker
+        assert set(workers) <= family and len(family) >= 2
+        os.kill(main.pid, signal.SIGKILL)
+        main.wait()
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in family) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in family if _running(pid)], "orphaned pool processes outlived their parent"
+    finally:
+        if main.poll() is None:
+            main.kill()
+        for p in tmp_path.glob("*.pid"):  # never leave a sleeper behind, whatever happened
+            try:
+                os.kill(int(p.stem), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

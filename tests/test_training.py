@@ -376,3 +376,34 @@ progress = false
     res = runner.invoke(main, ["train", "--config", str(path), "--out", str(out)])
     assert res.exit_code == 1 and "--resume" in res.output
     assert os.path.exists(out / "checkpoints" / "last.pt")
+
+
+def test_resume_removes_what_a_killed_writer_left_and_names_a_truncated_checkpoint(straight_run, prepared, tmp_path):
+    """A run killed mid-save leaves checkpoints/last.pt.tmp-PID and curves.png.tmp-PID: --resume
+    removes those of dead processes (a live writer's stay); a truncated last.pt is one error line."""
+    import shutil
+    import subprocess
+
+    run = tmp_path / "run"
+    shutil.copytree(straight_run.run_dir, run)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = [run / "checkpoints" / f"last.pt.tmp-{dead.pid}", run / f"curves.png.tmp-{dead.pid}",
+                run / f"best.pt.tmp-{dead.pid}"]
+        for p in left:
+            p.write_bytes(b"\0" * 1000)
+        busy = run / "checkpoints" / f"last.pt.tmp-{live.pid}"
+        busy.write_bytes(b"\0")
+        cfg = tiny_config(prepared)
+        done = train(cfg, run, device="cpu", resume=True)  # nothing left to train: the clean-up still runs
+        assert done.epochs == 2
+        assert not any(p.exists() for p in left) and busy.exists()
+    finally:
+        live.kill()
+        live.wait()
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])
+    with pytest.raises(ValueError, match=r"last.pt: unreadable training checkpoint \(truncated or corrupt"):
+        train(tiny_config(prepared), run, device="cpu", resume=True)

@@ -101,11 +101,16 @@ def restore_generators(modules: dict[str, torch.nn.Module], states: dict[str, to
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    from recipekit.embedders.model import load_weights_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+    try:
+        blob = load_weights_file(path, map_location, what="training checkpoint")
+    except ValueError as exc:  # e.g. a file cut short by a full disk or an interrupted copy
+        raise ValueError(f"{exc}; resume from a copy of the run, or start it again without --resume") from None
+    if blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a recipekit training checkpoint ({FORMAT})")
     return blob
 

@@ -348,6 +348,11 @@ def train(config: str | os.PathLike | Mapping[str, Any] | TrainConfig, run_dir: 
     if not resume and last.exists():
         raise FileExistsError(f"{run_dir} already holds a run (checkpoints/last.pt): resume it with --resume "
                               "or choose another --out")
+    if resume:  # what a killed writer left (NAME.tmp-PID of a dead PID); a live process's stay
+        from recipekit.pipeline.stagekit import remove_dead_tmp
+
+        for folder in (run_dir, run_dir / "checkpoints", run_dir / "features"):
+            remove_dead_tmp(folder)
     info = setup(device, rank=rank, world_size=world_size, init_method=init_method, backend=cfg.ddp.backend,
                  timeout_minutes=cfg.ddp.timeout_minutes)
     try:
