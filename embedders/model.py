@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -204,11 +205,11 @@ def load_weights_file(path: str | Path, map_location: Any = "cpu", *, what: str 
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = _first_sentence(exc)
-        if "weights only" in first.lower() or "weights_only" in first.lower():
-            raise ValueError(f"{path}: not a plain-weights {what}: it holds Python objects that could run code "
-                             "when loaded (refused)") from None
-        raise ValueError(f"{path}: unreadable {what} (truncated or corrupt: {first})") from None
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
+        if found:
+            raise ValueError(f"{path}: not a plain-weights {what}: it holds Python objects ({found.group(1)}) that "
+                             "could run code when loaded (refused)") from None
+        raise ValueError(f"{path}: unreadable {what} (not a torch weights file, or corrupt)") from None
     except Exception as exc:  # RuntimeError (zip reader), EOFError, OSError ...
         first = _first_sentence(exc)
         raise ValueError(f"{path}: unreadable {what} (truncated or corrupt: {first})") from None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 from pathlib import Path
 
@@ -33,8 +32,14 @@ def _broken(kind: str, good: bytes, tmp_path: Path) -> bytes:
     if kind == "truncated":
         return good[: len(good) // 2]
     if kind == "pickle":
+        import io
+
+        import torch
+
         _Boom.target = str(tmp_path / "code-ran")
-        return pickle.dumps({"format": "recipekit.embedder/1", "x": _Boom()})
+        buf = io.BytesIO()
+        torch.save({"format": "recipekit.embedder/1", "x": _Boom()}, buf)
+        return buf.getvalue()
     return b"not a checkpoint at all\n"
 
 
@@ -55,8 +60,8 @@ def test_unloadable_checkpoints_give_one_line_errors(trained_demo_run, prepared_
     good = (run / "best.pt").read_bytes()
     bad = _broken(kind, good, tmp_path)
     (run / "best.pt").write_bytes(bad)
-    words = {"truncated": "unreadable embedder file (truncated or corrupt", "text": "unreadable embedder file",
-             "pickle": "holds Python objects that could run code"}[kind]
+    words = {"truncated": "unreadable embedder file (truncated or corrupt", "text": "unreadable embedder file (not a torch",
+             "pickle": "holds Python objects (posix.mkdir) that could run code"}[kind]
     runner = CliRunner()
     index = tmp_path / "index"
     line = _one_line_error(runner.invoke(main, ["index", str(run), str(prepared_demo), "--out", str(index),
