@@ -46,13 +46,18 @@ def plot_cmd(run, data, tsne, split, classes, per_class, seed, device, out):
 @click.option("--max-upload-mb", type=click.FloatRange(0.01), default=8.0, show_default=True,
               help="Larger photo uploads are refused (413) before they are read.")
 @click.option("--device", default="cpu", show_default=True, help="Where queries are embedded: cpu, cuda, auto.")
-def serve_cmd(run, data, host, port, index, max_upload_mb, device):
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name the page may be opened under besides localhost and IP addresses (repeat; "
+                   "'*' allows any: no protection against DNS rebinding).")
+@click.option("--threads", type=click.IntRange(1), default=16, show_default=True,
+              help="Worker threads answering requests.")
+def serve_cmd(run, data, host, port, index, max_upload_mb, device, allowed_hosts, threads):
     """A local web page over a trained RUN: upload a photo to see the top recipes, or type
     ingredients (and what to leave out) to see dishes. Ctrl-C stops it (docs/web.md)."""
     from recipekit.search.server import serve
 
     try:
         serve(run, data, host=host, port=port, index=index, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-              device=device, echo=click.echo)
+              device=device, echo=click.echo, allowed_hosts=allowed_hosts, threads=threads)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,6 +1,7 @@
 """`recipekit serve`: a small local web page over a run's search index (docs/web.md).
 
-Standard library only (:class:`http.server.ThreadingHTTPServer`): the page is one static HTML
+Standard library only (:mod:`http.server` handlers on a bounded worker pool, see
+:class:`RecipeServer`): the page is one static HTML
 file with its script and style (``search/static/``, no CDN: it works offline), and five JSON
 or image endpoints over one :class:`~recipekit.search.SearchEngine`:
 
@@ -19,23 +20,44 @@ while the page, its files and the photos are served concurrently.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import selectors
+import socket
+import socketserver
 import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .errors import SearchError
 
-__all__ = ["DEFAULT_MAX_UPLOAD", "RecipeServer", "make_server", "open_engine", "serve"]
+__all__ = ["DEFAULT_MAX_UPLOAD", "RecipeServer", "host_allowed", "make_server", "open_engine", "serve"]
 
 DEFAULT_MAX_UPLOAD = 8 * 2**20  # bytes of one photo upload
+DEFAULT_BACKLOG = 1024  # listen queue (Python's default of 5 overflows under a burst of clients)
+DEFAULT_THREADS = 16  # workers answering requests (queries themselves run one at a time)
+DEFAULT_IDLE_TIMEOUT = 15.0  # seconds a connection may wait without sending a request
+DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request (headers, then body) may take to arrive
+DEFAULT_MAX_CONNECTIONS = 1000  # open connections at once; more get 503
+MAX_HEADER_BYTES = 65536
+# The page loads only its own script, style and photos; nothing may frame it.
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
 MAX_K = 50
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "app.css": "text/css; charset=utf-8"}
@@ -117,6 +139,7 @@ class Handler(BaseHTTPRequestHandler):
     server: "RecipeServer"
     server_version = "recipekit-serve"
     protocol_version = "HTTP/1.1"
+    rbufsize = 0  # no read-ahead: what follows this request stays in the socket for the next turn
 
     # -- plumbing --------------------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
@@ -128,10 +151,39 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def end_headers(self) -> None:  # every answer, the base class's own errors included
+        for name, value in SECURITY_HEADERS:
+            self.send_header(name, value)
+        super().end_headers()
+
+    def handle(self) -> None:
+        """One request per turn: the server hands the connection back to its waiting room
+        between keep-alive requests, so an idle connection holds no worker."""
+        self.close_connection = True
+        self.handle_one_request()
+
+    def _body(self, length: int) -> bytes:
+        """Exactly ``length`` bytes of the body, within the server's request timeout."""
+        deadline = time.monotonic() + self.server.request_timeout
+        chunks, got = [], 0
+        while got < length:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RequestError(408, f"request timeout: the upload did not arrive in {self.server.request_timeout:g} s")
+            self.connection.settimeout(left)
+            try:
+                chunk = self.rfile.read(min(length - got, 1 << 20))
+            except TimeoutError:
+                raise RequestError(408, "request timeout: the upload stalled") from None
+            if not chunk:
+                raise RequestError(400, f"the upload ended after {got:,} of {length:,} bytes")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
 
     def _json(self, status: int, obj: Any) -> None:
         self._send(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
@@ -140,6 +192,10 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         params = parse_qs(url.query, keep_blank_values=True)
         try:
+            host = self.headers.get("Host")
+            if not host_allowed(host, self.server.allowed_hosts):
+                raise RequestError(403, f"host {host!r} is not served here (a guard against DNS rebinding): open "
+                                        "the page by IP address or localhost, or start serve with --allowed-host NAME")
             for prefix, route in routes.items():
                 if url.path == prefix or (prefix != "/" and prefix.endswith("/") and url.path.startswith(prefix)):
                     return route(url.path[len(prefix):], params)
@@ -215,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
         if length == 0:
             raise RequestError(400, "empty upload: choose a photo (JPEG, PNG or WebP)")
         k = _int_param(params, "k", 10, 1, MAX_K)
-        body = self.rfile.read(length)
+        body = self._body(length)
         content_type = self.headers.get("Content-Type", "")
         if content_type.lower().startswith("multipart/form-data"):
             body = _multipart_file(content_type, body)
@@ -226,18 +282,40 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, {"query": {"bytes": len(body), "k": k}, "hits": _hits_json(hits)})
 
 
-class RecipeServer(ThreadingHTTPServer):
-    """A :class:`ThreadingHTTPServer` holding the engine. ``url`` is where it listens;
-    :meth:`start` serves from a daemon thread (tests), :meth:`stop` shuts it down."""
+class RecipeServer(socketserver.TCPServer):
+    """The HTTP server holding the engine. ``url`` is where it listens; :meth:`start` serves
+    from a daemon thread (tests), :meth:`stop` shuts it down.
 
-    daemon_threads = True
+    Built to hold under load and against slow or idle clients (docs/web.md): a listen backlog of
+    ``backlog`` (1024) connections; a fixed pool of ``threads`` workers; a connection reaches a
+    worker only once its request headers have fully arrived, and goes back to waiting (holding
+    no worker) between keep-alive requests; a connection idle for ``idle_timeout`` seconds is
+    closed, one whose request takes longer than ``request_timeout`` to arrive gets 408; past
+    ``max_connections`` open connections a new one gets 503 at once. Every answer carries a
+    Content-Security-Policy, X-Frame-Options and nosniff, and a request whose Host header is
+    not this machine's (a DNS-rebinding page) is refused with 403 (see ``allowed_hosts``)."""
+
     allow_reuse_address = True
+    request_queue_size = DEFAULT_BACKLOG
 
     def __init__(self, engine, address: tuple[str, int], *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, threads: int = DEFAULT_THREADS,
+                 backlog: int = DEFAULT_BACKLOG, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 allowed_hosts: Iterable[str] = ()):
+        if threads < 1 or backlog < 1 or max_connections < 1 or idle_timeout <= 0 or request_timeout <= 0:
+            raise ValueError("threads, backlog, max_connections, idle_timeout and request_timeout must be positive")
+        self.request_queue_size = int(backlog)
         super().__init__(address, Handler)
         self.engine, self.max_upload_bytes, self.log = engine, int(max_upload_bytes), log
-        self.lock = threading.Lock()
+        self.threads, self.idle_timeout, self.request_timeout = int(threads), float(idle_timeout), float(request_timeout)
+        self.max_connections = int(max_connections)
+        self.allowed_hosts = _allowed_hosts(self.server_address[0], allowed_hosts)
+        self.lock = threading.Lock()  # one query at a time through the engine
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="recipekit-serve-worker")
+        self._waiting = _Waiting(self)
+        self._open = 0
+        self._open_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
@@ -245,10 +323,57 @@ class RecipeServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    # -- connections -----------------------------------------------------------------------
+    def process_request(self, request, client_address) -> None:
+        with self._open_lock:
+            full = self._open >= self.max_connections
+            if not full:
+                self._open += 1
+        if full:
+            _raw_answer(request, 503, "too many connections: try again in a moment")
+            super().shutdown_request(request)
+            return
+        self._waiting.add(request, client_address)
+
+    def _close(self, sock) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+        with self._open_lock:
+            self._open -= 1
+
+    def _serve_one(self, sock, client_address) -> None:
+        """A worker: answer the one request whose headers have arrived, then hand the
+        connection back to the waiting room (keep-alive) or close it."""
+        keep = False
+        try:
+            sock.setblocking(True)
+            sock.settimeout(self.request_timeout)
+            handler = Handler(sock, client_address, self)
+            keep = not handler.close_connection
+        except Exception:  # a reset or timeout mid-answer: the connection is done
+            keep = False
+        if keep:
+            self._waiting.add(sock, client_address)
+        else:
+            self._close(sock)
+
+    # -- life ------------------------------------------------------------------------------
     def start(self) -> "RecipeServer":
         self._thread = threading.Thread(target=self.serve_forever, name="recipekit-serve", daemon=True)
         self._thread.start()
         return self
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._waiting.stop()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
         self.shutdown()
@@ -257,28 +382,178 @@ class RecipeServer(ThreadingHTTPServer):
             self._thread.join(timeout=10)
 
 
+class _Waiting:
+    """Connections with no complete request yet, watched by one thread with a selector: a
+    connection goes to a worker when its request headers are all there (peeked, not read),
+    is closed when idle too long, and gets 408 when its request trickles in too slowly."""
+
+    RECHECK_S = 0.05  # a connection with part of its headers is looked at again this much later
+
+    def __init__(self, server: RecipeServer):
+        self.server = server
+        self.selector = selectors.DefaultSelector()
+        self.incoming: deque = deque()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="recipekit-serve-waiting", daemon=True)
+        self.thread.start()
+
+    def add(self, sock, address) -> None:
+        self.incoming.append((sock, address))
+        try:
+            self.wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.stopped = True
+        try:
+            self.wake_w.send(b"\0")
+        except OSError:
+            pass
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        server = self.server
+        # sock -> [address, idle since, first byte of a partial request (or None), recheck at (or None)]
+        state: dict = {}
+        try:
+            while not self.stopped:
+                now = time.monotonic()
+                while self.incoming:
+                    sock, address = self.incoming.popleft()
+                    sock.setblocking(False)
+                    state[sock] = [address, now, None, None]
+                    self.selector.register(sock, selectors.EVENT_READ, None)
+                for key, _ in self.selector.select(timeout=self.RECHECK_S):
+                    sock = key.fileobj
+                    if sock is self.wake_r:
+                        try:
+                            while self.wake_r.recv(4096):
+                                pass
+                        except (BlockingIOError, OSError):
+                            pass
+                        continue
+                    entry = state[sock]
+                    try:
+                        head = sock.recv(MAX_HEADER_BYTES, socket.MSG_PEEK)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        head = b""
+                    self.selector.unregister(sock)
+                    if not head:  # the client closed it
+                        del state[sock]
+                        server._close(sock)
+                    elif b"\r\n\r\n" in head or b"\n\n" in head or len(head) >= MAX_HEADER_BYTES:
+                        del state[sock]
+                        try:
+                            server.pool.submit(server._serve_one, sock, entry[0])
+                        except RuntimeError:  # shutting down
+                            server._close(sock)
+                    else:  # part of a request: look again a little later, not in a busy loop
+                        entry[2] = entry[2] or time.monotonic()
+                        entry[3] = time.monotonic() + self.RECHECK_S
+                now = time.monotonic()
+                for sock, entry in list(state.items()):
+                    address, since, first, recheck = entry
+                    if first is not None and now - first > server.request_timeout:
+                        self._drop(sock, state, 408, "request timeout: the request did not arrive in "
+                                                     f"{server.request_timeout:g} s")
+                    elif first is None and now - since > server.idle_timeout:
+                        self._drop(sock, state)
+                    elif recheck is not None and now >= recheck:
+                        entry[3] = None
+                        self.selector.register(sock, selectors.EVENT_READ, None)
+        finally:
+            for sock in list(state):
+                self._drop(sock, state)
+            self.selector.close()
+            self.wake_r.close()
+            self.wake_w.close()
+
+    def _drop(self, sock, state: dict, status: int | None = None, message: str = "") -> None:
+        entry = state.pop(sock)
+        if entry[3] is None:
+            try:
+                self.selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+        if status is not None:
+            _raw_answer(sock, status, message)
+        self.server._close(sock)
+
+
+def _raw_answer(sock, status: int, message: str) -> None:
+    """A whole JSON error answer written straight to a socket (no worker involved), then close."""
+    body = json.dumps({"error": message}).encode("utf-8")
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n" + "".join(f"{k}: {v}\r\n" for k, v in SECURITY_HEADERS)
+            + "\r\n").encode("latin-1")
+    try:
+        sock.setblocking(True)
+        sock.settimeout(1.0)
+        sock.sendall(head + body)
+    except OSError:
+        pass
+
+
+def _allowed_hosts(bound: str, extra: Iterable[str]) -> frozenset[str]:
+    names = {"localhost", "localhost.localdomain", *(h.strip().lower().rstrip(".") for h in extra if h.strip())}
+    if bound and bound not in ("0.0.0.0", "::"):
+        names.add(bound.lower())
+    return frozenset(names)
+
+
+def host_allowed(host_header: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a request's Host header names this server: an IP address (a DNS-rebinding page
+    reaches the server under a host *name* of the attacker's), ``localhost``, the bound name
+    or one of ``allowed`` (``*`` allows any)."""
+    if "*" in allowed:
+        return True
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return host in allowed
+
+
 def make_server(run: str | os.PathLike, data: str | os.PathLike | None = None, *, host: str = "127.0.0.1",
                 port: int = 8000, index: str | os.PathLike | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
                 device: Any = "cpu", build: bool = True, log: Callable[[str], None] | None = None,
-                echo: Callable[[str], None] | None = None) -> RecipeServer:
+                echo: Callable[[str], None] | None = None, allowed_hosts: Iterable[str] = (),
+                **limits: Any) -> RecipeServer:
     """Open the engine (building a missing index, see :func:`open_engine`) and bind
     ``host:port`` (port 0: any free port); not serving yet: call ``serve_forever()`` or
-    ``start()``. ``log``: where request lines go (None: nowhere)."""
+    ``start()``. ``log``: where request lines go (None: nowhere). ``allowed_hosts``: host names
+    besides localhost and IP addresses the page may be opened under. ``limits``: ``threads``,
+    ``backlog``, ``idle_timeout``, ``request_timeout``, ``max_connections`` (:class:`RecipeServer`)."""
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be >= 1, not {max_upload_bytes}")
     engine = open_engine(run, data, index=index, device=device, max_image_bytes=max_upload_bytes, build=build, echo=echo)
     try:
-        return RecipeServer(engine, (host, int(port)), max_upload_bytes=max_upload_bytes, log=log)
+        return RecipeServer(engine, (host, int(port)), max_upload_bytes=max_upload_bytes, log=log,
+                            allowed_hosts=allowed_hosts, **limits)
     except OSError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def serve(run: str | os.PathLike, data: str | os.PathLike | None = None, *, host: str = "127.0.0.1", port: int = 8000,
           index: str | os.PathLike | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: Any = "cpu",
-          echo: Callable[[str], None] = print) -> None:
+          echo: Callable[[str], None] = print, allowed_hosts: Iterable[str] = (), **limits: Any) -> None:
     """Serve the page until Ctrl-C (see :func:`make_server`); request lines go to ``echo``."""
     server = make_server(run, data, host=host, port=port, index=index, max_upload_bytes=max_upload_bytes,
-                         device=device, log=echo, echo=echo)
+                         device=device, log=echo, echo=echo, allowed_hosts=allowed_hosts, **limits)
     engine = server.engine
     echo(f"recipekit serve: {len(engine):,} recipes, {engine.meta['counts']['images']:,} photos "
          f"(index {engine.index_dir}); open {server.url} (Ctrl-C stops)")

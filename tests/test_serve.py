@@ -321,3 +321,105 @@ def test_page_end_to_end_in_headless_chromium(server, tmp_path):
         _not_blank(shot)
     finally:
         browser.quit()
+
+
+# -- under load: the mechanisms (the figures are in docs/benchmarks.md: benchmarks/serve_load.py) --
+
+def test_listen_backlog_and_security_headers(server):
+    import socket as socket_mod
+
+    assert server.request_queue_size == 1024
+    port = server.server_address[1]
+    ss = shutil.which("ss")
+    if ss:  # the kernel's own view of the listen queue: Send-Q of a listening socket is its backlog
+        cap = int(Path("/proc/sys/net/core/somaxconn").read_text())  # the kernel's ceiling on any backlog
+        listing = subprocess.run([ss, "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+        assert listing and int(listing[2]) == min(1024, cap), listing
+    for path, status in (("", 200), ("api/classes", 200), ("nope", 404)):
+        req = urllib.request.Request(server.url + path)
+        try:
+            resp = urllib.request.urlopen(req, timeout=30)
+        except urllib.error.HTTPError as exc:
+            resp = exc
+        assert resp.status == status
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert resp.headers["X-Frame-Options"] == "DENY" and resp.headers["X-Content-Type-Options"] == "nosniff"
+    # a request http.server refuses itself (an unknown method): the headers are there too
+    with socket_mod.create_connection(server.server_address[:2], timeout=30) as s:
+        s.sendall(b"BREW / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = _closed_by_server(s)
+    assert answer.startswith(b"HTTP/1.0 501") and b"X-Frame-Options: DENY" in answer, answer[:300]
+
+
+def test_a_foreign_host_header_is_refused(server):
+    port = server.server_address[1]
+    for host in ("evil.example", f"evil.example:{port}", "rebind.attacker.test"):
+        status, out = _get_json(server.url + "api/classes", headers={"Host": host})
+        assert status == 403 and "DNS rebinding" in out["error"] and host in out["error"]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}", "10.1.2.3"):
+        status, _ = _get_json(server.url + "api/classes", headers={"Host": host})
+        assert status == 200, host
+    from recipekit.search.server import host_allowed
+
+    assert host_allowed("food.lan:8000", frozenset({"food.lan"})) and not host_allowed(None, frozenset())
+    assert host_allowed("anything", frozenset({"*"}))
+
+
+def _closed_by_server(sock, deadline_s: float = 30.0) -> bytes:
+    """What the server sent before closing ``sock`` (b"" for a silent close); fails after a bounded wait."""
+    sock.settimeout(deadline_s)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_idle_and_slow_clients_hold_no_worker_and_are_dropped(server):
+    """Two worker threads; many idle connections and many that send half a request: a real
+    request is still answered at once, the idle ones are closed after idle_timeout, the slow
+    ones get 408 after request_timeout, and the open-connection count falls back."""
+    import socket as socket_mod
+
+    from recipekit.search.server import RecipeServer
+
+    small = RecipeServer(server.engine, ("127.0.0.1", 0), threads=2, idle_timeout=1.0, request_timeout=2.0,
+                         max_connections=40).start()
+    try:
+        addr = small.server_address[:2]
+        idle = [socket_mod.create_connection(addr, timeout=30) for _ in range(12)]
+        slow = [socket_mod.create_connection(addr, timeout=30) for _ in range(12)]
+        for s in slow:
+            s.sendall(b"GET /api/classes HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        # 24 connections, 2 workers: an ordinary request goes through (no worker is held)
+        status, info = _get_json(small.url + "api/classes")
+        assert status == 200 and info["recipes"] > 0
+        # keep-alive: the same connection serves two requests and then waits holding no worker
+        import http.client
+
+        conn = http.client.HTTPConnection(*addr, timeout=30)
+        for _ in range(2):
+            conn.request("GET", "/api/classes")
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["recipes"] > 0
+        assert all(_closed_by_server(s) == b"" for s in idle)
+        answers = [_closed_by_server(s) for s in slow]
+        assert all(a.startswith(b"HTTP/1.1 408") and b"request timeout" in a for a in answers), answers[0]
+        assert conn.sock is None or _closed_by_server(conn.sock) == b""  # the kept-alive one, once idle
+        for s in idle + slow:
+            s.close()
+        deadline = time.monotonic() + 30
+        while small.open_connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert small.open_connections == 0
+        # over max_connections: 503 at once, not a hang
+        small.idle_timeout = 120.0  # the 40 must stay open while the 41st arrives
+        many = [socket_mod.create_connection(addr, timeout=30) for _ in range(40)]
+        extra = socket_mod.create_connection(addr, timeout=30)
+        assert _closed_by_server(extra).startswith(b"HTTP/1.1 503")
+        for s in many + [extra]:
+            s.close()
+    finally:
+        small.stop()
