@@ -349,7 +349,7 @@ def test_listen_backlog_and_security_headers(server):
     with socket_mod.create_connection(server.server_address[:2], timeout=30) as s:
         s.sendall(b"BREW / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = _closed_by_server(s)
-    assert answer.startswith(b"HTTP/1.0 501") and b"X-Frame-Options: DENY" in answer, answer[:300]
+    assert answer.startswith(b"HTTP/1.1 501") and b"X-Frame-Options: DENY" in answer, answer[:300]
 
 
 def test_a_foreign_host_header_is_refused(server):
