@@ -194,8 +194,12 @@ class TrainStep(nn.Module):
     def _recipe_term(self, components: dict) -> torch.Tensor:
         return self.recipe_loss({k: v.float() for k, v in components.items()})
 
-    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None) -> dict:
-        out_losses = {}
+    def loss_parameters(self) -> list[nn.Parameter]:
+        """The parameters the losses own (a classifier head, H-T's projections, a temperature)."""
+        return [p for m in (self.loss, self.recipe_loss) if m is not None for p in m.parameters()]
+
+    def embed(self, kind: str, recipes: dict, images=None, features=None):
+        """The towers' forward pass (under autocast): an :class:`~recipekit.embedders.model.EmbedderOutput`."""
         with self._autocast():
             if kind == "recipe":
                 out = self.model(recipes=recipes)
@@ -204,7 +208,11 @@ class TrainStep(nn.Module):
                 out.image = self.model.image_tower.head(features)
             else:
                 out = self.model(images=images, recipes=recipes)
-            matching = self.model.matching_loss(out) if kind == "pair" and self.matching_weight > 0 else None
+        return out
+
+    def objective(self, kind: str, out, labels=None, matching=None) -> dict:
+        """The losses of a forward output (what :meth:`forward` returns)."""
+        out_losses = {}
         with torch.autocast(self.info.device.type, enabled=False):
             if kind == "recipe":
                 rl = self._recipe_term(out.components)
@@ -227,3 +235,17 @@ class TrainStep(nn.Module):
                 out_losses["matching"] = matching.detach().float()
         out_losses["total"] = total
         return out_losses
+
+    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None, cached_grads=None) -> dict:
+        # -- gradient cache (train.grad_cache_chunk): the second pass over one chunk ----------
+        if cached_grads is not None:
+            from .gradcache import surrogate
+
+            return {"total": surrogate(self, kind, self.embed(kind, recipes, images, features), cached_grads)}
+        # -- end gradient cache ---------------------------------------------------------------
+        out = self.embed(kind, recipes, images, features)
+        matching = None
+        if kind == "pair" and self.matching_weight > 0:
+            with self._autocast():
+                matching = self.model.matching_loss(out)
+        return self.objective(kind, out, labels, matching)
