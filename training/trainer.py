@@ -114,6 +114,11 @@ class _Run:
                               batch=data.batch_arithmetic(cfg, info.world_size))
             if cfg.log.progress:
                 print(data.describe_batch(data.batch_arithmetic(cfg, info.world_size)), file=sys.stderr, flush=True)
+            if self.grad_cache is not None and cfg.log.progress and self.model.image_tower.convolutional and not (
+                    self.cached or all(build.backbone_frozen_at(cfg, self.model, e) for e in range(cfg.train.epochs))):
+                print(f"note: train.grad_cache_chunk = {cfg.train.grad_cache_chunk} with a fine-tuned convolutional "
+                      "backbone: its BatchNorm layers normalise each chunk with that chunk's statistics "
+                      "(docs/training.md, gradient cache)", file=sys.stderr, flush=True)
 
     def _make_data(self) -> None:
         cfg, info = self.cfg, self.info
