@@ -138,6 +138,7 @@ def main() -> None:
         return
     import torch
 
+    load_start = os.getloadavg()[0]
     rows: dict[tuple[str, int], dict | None] = {}
     going = {"plain": True, "cached": True}
     for batch in sorted(a.batches):  # both modes at each batch size, one after the other (same machine load)
@@ -182,11 +183,18 @@ def main() -> None:
                   for b in same)
         lines.append(f"First-step loss, cached against plain, largest relative difference over the batches both "
                      f"ran: {gap:.1e} (BatchNorm of the fine-tuned backbone sees per-chunk statistics).")
+    lines.append(f"1-minute load average of the machine at the start and the end of the sweep: {load_start:.1f}, "
+                 f"{os.getloadavg()[0]:.1f} (on a shared machine other jobs' load moves the times; compare the "
+                 f"cells of one row, measured one after the other).")
+    if a.device == "cpu":
+        lines.append("The CUDA path of the script (`--device cuda`: torch.cuda.max_memory_allocated, e.g. "
+                     "`--backbone vit_b_16 --image-size 224 --amp bf16`) has not run on a GPU yet.")
     text = "\n".join(lines)
     print(text)
     if a.write:
-        replace_section(ROOT / "docs" / "benchmarks.md", "grad_cache", text,
-                        "Gradient cache: large batches in a memory budget (benchmarks/grad_cache.py)")
+        where = "cpu" if a.device == "cpu" else "cuda"
+        replace_section(ROOT / "docs" / "benchmarks.md", f"grad_cache_{where}", text,
+                        f"Gradient cache on {where.upper()}: large batches in a memory budget (benchmarks/grad_cache.py)")
 
 
 if __name__ == "__main__":

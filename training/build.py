@@ -172,7 +172,9 @@ class TrainStep(nn.Module):
     loss modules' parameters too). ``total`` is what to back-propagate: the image-recipe loss
     (computed on the gathered global batch, its gradient into this rank's embeddings x
     world_size: see :mod:`recipekit.training.distributed`) + recipe_weight x H-T's recipe loss +
-    matching_weight x T-Food's matching loss; the other entries are unscaled, for logging."""
+    matching_weight x T-Food's matching loss; the other entries are unscaled, for logging.
+    :meth:`embed` (the towers) and :meth:`objective` (the losses) are its two halves: the gradient
+    cache (:mod:`recipekit.training.gradcache`) calls them apart."""
 
     def __init__(self, model, loss, recipe_loss, cfg: TrainConfig, info: DistInfo, amp: AmpSettings):
         super().__init__()
