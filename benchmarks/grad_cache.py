@@ -157,7 +157,7 @@ def main() -> None:
     dev_name = machine() if a.device == "cpu" else torch.cuda.get_device_name(torch.device(a.device))
     lines = [f"Machine: {dev_name}. Date: {today()}. torch {torch.__version__}, device {a.device}, "
              f"{a.threads} threads, amp {a.amp}.", f"Command: `{cmd}`", "",
-             f"The trainer's step (TrainStep: triplet loss + H-T's recipe loss) on an {a.backbone} image tower at "
+             f"The trainer's step (TrainStep: triplet loss + H-T's recipe loss) on a {a.backbone} image tower at "
              f"{a.image_size} px, fine-tuned, and a 2-layer H-T recipe tower (width {a.hidden}), synthetic inputs; "
              f"forward + backward per step (no optimiser), median of {a.runs} steps after a warm-up, one fresh "
              f"process per cell. Memory: {memory} (MiB), cap {a.cap_mb:.0f} MiB; cached = "
