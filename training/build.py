@@ -177,7 +177,9 @@ class TrainStep(nn.Module):
     loss modules' parameters too). ``total`` is what to back-propagate: the image-recipe loss
     (computed on the gathered global batch, its gradient into this rank's embeddings x
     world_size: see :mod:`recipekit.training.distributed`) + recipe_weight x H-T's recipe loss +
-    matching_weight x T-Food's matching loss; the other entries are unscaled, for logging."""
+    matching_weight x T-Food's matching loss; the other entries are unscaled, for logging.
+    :meth:`embed` (the towers) and :meth:`objective` (the losses) are its two halves: the gradient
+    cache (:mod:`recipekit.training.gradcache`) calls them apart."""
 
     def __init__(self, model, loss, recipe_loss, cfg: TrainConfig, info: DistInfo, amp: AmpSettings):
         super().__init__()
@@ -199,8 +201,12 @@ class TrainStep(nn.Module):
     def _recipe_term(self, components: dict) -> torch.Tensor:
         return self.recipe_loss({k: v.float() for k, v in components.items()})
 
-    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None) -> dict:
-        out_losses = {}
+    def loss_parameters(self) -> list[nn.Parameter]:
+        """The parameters the losses own (a classifier head, H-T's projections, a temperature)."""
+        return [p for m in (self.loss, self.recipe_loss) if m is not None for p in m.parameters()]
+
+    def embed(self, kind: str, recipes: dict, images=None, features=None):
+        """The towers' forward pass (under autocast): an :class:`~recipekit.embedders.model.EmbedderOutput`."""
         with self._autocast():
             if kind == "recipe":
                 out = self.model(recipes=recipes)
@@ -209,7 +215,11 @@ class TrainStep(nn.Module):
                 out.image = self.model.image_tower.head(features)
             else:
                 out = self.model(images=images, recipes=recipes)
-            matching = self.model.matching_loss(out) if kind == "pair" and self.matching_weight > 0 else None
+        return out
+
+    def objective(self, kind: str, out, labels=None, matching=None) -> dict:
+        """The losses of a forward output (what :meth:`forward` returns)."""
+        out_losses = {}
         with torch.autocast(self.info.device.type, enabled=False):
             if kind == "recipe":
                 rl = self._recipe_term(out.components)
@@ -232,3 +242,17 @@ class TrainStep(nn.Module):
                 out_losses["matching"] = matching.detach().float()
         out_losses["total"] = total
         return out_losses
+
+    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None, cached_grads=None) -> dict:
+        # -- gradient cache (train.grad_cache_chunk): the second pass over one chunk ----------
+        if cached_grads is not None:
+            from .gradcache import surrogate
+
+            return {"total": surrogate(self, kind, self.embed(kind, recipes, images, features), cached_grads)}
+        # -- end gradient cache ---------------------------------------------------------------
+        out = self.embed(kind, recipes, images, features)
+        matching = None
+        if kind == "pair" and self.matching_weight > 0:
+            with self._autocast():
+                matching = self.model.matching_loss(out)
+        return self.objective(kind, out, labels, matching)

@@ -47,6 +47,10 @@ def validate(cfg: TrainConfig, src: str) -> None:
     _positive(src, "train.accumulate", t.accumulate)
     for key in ("freeze_backbone_epochs", "val_every", "val_limit"):
         _positive(src, f"train.{key}", getattr(t, key), zero_ok=True)
+    _positive(src, "train.grad_cache_chunk", t.grad_cache_chunk, zero_ok=True)
+    if t.grad_cache_chunk and lo.matching_weight > 0:
+        raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with loss.matching_weight > 0 (the "
+                          "matching head reads token features, not only embeddings; set one of them to 0)")
     _positive(src, "train.val_bag_size", t.val_bag_size)
     _positive(src, "train.val_bags", t.val_bags)
     _choice(src, "train.amp", t.amp, ("auto", "bf16", "fp16", "off"))

@@ -110,6 +110,7 @@ class TrainSection:
     val_bag_size: int = 1000  # model selection: bags of this many val pairs ...
     val_bags: int = 10  # ... this many of them (one bag of all pairs when the split is smaller)
     select: str = "image_to_recipe"  # selection direction: image_to_recipe | mean (of both)
+    grad_cache_chunk: int = 0  # gradient cache: the whole batch's loss, activations of N samples at a time; 0 = off
 
 
 @dataclass

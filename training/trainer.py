@@ -89,6 +89,11 @@ class _Run:
                 shutil.copyfile(cfg.source, self.run_dir / "config.toml")
             write_json(self.run_dir / "config.resolved.json", cfg.to_dict())
         self.step = build.TrainStep(self.model, self.loss, self.recipe_loss, cfg, info, self.amp)
+        self.grad_cache = None
+        if cfg.train.grad_cache_chunk:  # the gradient cache (training/gradcache.py)
+            from .gradcache import GradCache
+
+            self.grad_cache = GradCache(self.step, cfg.train.grad_cache_chunk)
         self.optimizer = build.build_optimizer(cfg, self.model, [self.loss, self.recipe_loss])
         self.plan = data.plan_epoch(self.n_paired, cfg.data.recipe_only_ratio if self.ro_loader else 0.0)
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.train.accumulate)
@@ -109,6 +114,11 @@ class _Run:
                               batch=data.batch_arithmetic(cfg, info.world_size))
             if cfg.log.progress:
                 print(data.describe_batch(data.batch_arithmetic(cfg, info.world_size)), file=sys.stderr, flush=True)
+            if self.grad_cache is not None and cfg.log.progress and self.model.image_tower.convolutional and not (
+                    self.cached or all(build.backbone_frozen_at(cfg, self.model, e) for e in range(cfg.train.epochs))):
+                print(f"note: train.grad_cache_chunk = {cfg.train.grad_cache_chunk} with a fine-tuned convolutional "
+                      "backbone: its BatchNorm layers normalise each chunk with that chunk's statistics "
+                      "(docs/training.md, gradient cache)", file=sys.stderr, flush=True)
 
     def _make_data(self) -> None:
         cfg, info = self.cfg, self.info
@@ -196,11 +206,15 @@ class _Run:
             first = (j // acc) * acc
             size = min(acc, len(plan) - first)
             last = j - first == size - 1
-            sync = nullcontext() if last or self.ddp is None else self.ddp.no_sync()
-            with sync:
-                losses = module(kind, **self._inputs(kind, batch))
-                scaled = losses["total"] / size
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            if self.grad_cache is not None:  # train.grad_cache_chunk (training/gradcache.py)
+                losses = self.grad_cache.step(module, kind, self._inputs(kind, batch), divisor=size,
+                                              scaler=self.scaler, sync=last, ddp=self.ddp)
+            else:
+                sync = nullcontext() if last or self.ddp is None else self.ddp.no_sync()
+                with sync:
+                    losses = module(kind, **self._inputs(kind, batch))
+                    scaled = losses["total"] / size
+                    (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             objective = self._account(kind, losses, len(batch["ids"]), sums, counts)
             if last:
                 self._optimizer_step(params)
