@@ -285,6 +285,11 @@ def test_alternating_freezing_trains_one_branch_at_a_time(prepared_demo, tmp_pat
     assert not sw.after_validation(False) and not sw.after_validation(False)  # then patience 3
     assert sw.after_validation(False) and sw.frozen == "image"
     assert not sw.after_validation(True) and int(sw.stale) == 0
+    # the checkpoint keeps the schedule: a fresh switcher loaded from it is in the same place
+    assert sw.after_validation(False) is False and int(sw.stale) == 1
+    again = BranchSwitcher(build_model(load_config(cfg)), [], split="towers", patience=1, patience_after=3)
+    again.load_state_dict(sw.state_dict())
+    assert again.frozen == sw.frozen == "image" and int(again.stale) == 1 and int(again.switches) == 2
 
 
 def test_alternate_backbone_split_refuses_a_backbone_that_never_trains(prepared_demo, tmp_path):
