@@ -749,7 +749,8 @@ def finished_run(method: str, corpus: str, prepared: Path, cache: Path, work: Pa
             "epoch_s": sum(h["seconds"] for h in history), "config": want, "run": str(run), "reused": True}
 
 
-def render_ablations(corpus: str, facts: dict, results: dict[str, list[dict]], meta: dict) -> str:
+def render_ablations(corpus: str, facts: dict, results: dict[str, list[dict]], meta: dict,
+                     planned: list[str] | None = None) -> str:
     s = SETTINGS[corpus]
     n_seeds = max(len(v) for v in results.values())
     base_facts, re_facts = facts["recipe1m"], facts.get("random")
@@ -764,9 +765,11 @@ def render_ablations(corpus: str, facts: dict, results: dict[str, list[dict]], m
         f"one bag of all test pairs); each variant changes one setting of the base row above it, and the base rows were "
         f"trained again in this run. "
         + (f"{n_seeds} seeds ({', '.join(map(str, meta['seeds']))}): mean ± sample std over seeds."
-           if n_seeds > 1 else "One seed (0): no ±."),
+           if n_seeds > 1 else "One seed (0): no ±.")
+        + (f" The table above has {len(s['seeds'])} seeds; these rows have fewer, for lack of time on the shared "
+           "machine, so the seed-to-seed spread is not measured here." if n_seeds < len(s["seeds"]) else ""),
     ]
-    if re_facts:
+    if re_facts and any(ABLATIONS[m][2].get("resplit") for m in results):
         lines += ["", f"Re-split rows: the corpus prepared with `recipekit prepare --split random` (seed 0): pairs "
                   f"train / val / test = {re_facts['pairs']['train']} / {re_facts['pairs']['val']} / "
                   f"{re_facts['pairs']['test']} instead of {base_facts['pairs']['train']} / {base_facts['pairs']['val']} / "
@@ -791,7 +794,14 @@ def render_ablations(corpus: str, facts: dict, results: dict[str, list[dict]], m
             label = f"**{label}**"
         lines.append(f"| {label} | {ABLATION_TEXT[method]} | " + " | ".join(cells)
                      + f" | {val} | {val_r1} | {epoch} | {secs} |")
+    missing = [ABLATIONS[m][0] for m in (planned or []) if m not in results]
+    if missing:
+        lines += ["", "Not run: " + "; ".join(missing) + " (the run was stopped before these rows, for lack of "
+                  "time on the shared machine; `--ablations --reuse` completes it)."]
     lines += ["", ablation_reading(corpus, base_facts, results)]
+    if any(r.get("reused") for runs in results.values() for r in runs):
+        lines += ["", "*train s* of rows finished by an earlier invocation (`--reuse`) is the sum of their epoch and "
+                  "validation times from `metrics.jsonl`."]
     return "\n".join(lines)
 
 
@@ -863,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = json.loads((args.work / corpus / "ablations.json").read_text(encoding="utf-8"))
             else:
                 out = run_ablations(corpus, args.seeds, args.epochs, args.work, args.ablation_methods, args.reuse)
-            body = render_ablations(corpus, out["facts"], out["results"], out["meta"])
+            body = render_ablations(corpus, out["facts"], out["results"], out["meta"], out.get("planned"))
             print(f"\n## {corpus}: ablations\n\n{body}\n", flush=True)
             if args.write:
                 replace_section(DOC, f"results-ablations-{corpus}", body, f"{corpus}: ablations")
