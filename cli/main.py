@@ -78,11 +78,17 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
               help="shard: photos with more pixels are quarantined as decompression bombs.")
 @click.option("--shard-allow-external-links", is_flag=True, default=False,
               help="shard: read photos through symlinks that lead out of SRC/images (refused by default).")
+@click.option("--split", "split", type=click.Choice(["recipe1m", "random"]), default="recipe1m", show_default=True,
+              help="parse: keep the corpus's train/val/test partitions, or re-split its image-recipe pairs at random "
+                   "(seeded; recorded in manifests/parse.json).")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="parse: seed of the random re-split.")
+@click.option("--split-ratios", type=(float, float, float), default=(0.6, 0.2, 0.2), show_default=True,
+              help="parse: train, val and test fractions of the random re-split.")
 def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, ingredient_extractor, w2v_dim,
                 w2v_window, w2v_min_count, w2v_epochs, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101,
                 store_max_ingredients, store_max_instructions, store_max_tokens, shard_image_size,
                 shard_quality, shard_max_images, shard_max_count, shard_max_bytes, shard_seed, shard_pixel_limit,
-                shard_allow_external_links):
+                shard_allow_external_links, split, split_seed, split_ratios):
     """Prepare a Recipe1M-style corpus in SRC (layer1.json, layer2.json, [det_ingrs.json], images/) into OUT."""
     config = PrepareConfig(
         ingredient_extractor=ingredient_extractor,
@@ -101,6 +107,9 @@ def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, i
             max_count=shard_max_count, max_bytes=shard_max_bytes, seed=shard_seed, pixel_limit=shard_pixel_limit,
             allow_external_links=shard_allow_external_links,
         ),
+        split=split,
+        split_seed=split_seed,
+        split_ratios=tuple(split_ratios),
     )
     try:
         reports = prepare(src, out, stages=stages, config=config, workers=workers, force=force, quiet=quiet,

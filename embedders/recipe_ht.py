@@ -13,6 +13,11 @@
 loss, :mod:`recipekit.losses`) and a token sequence for the matching head: the title's
 token outputs followed by the ingredient and instruction sentence outputs.
 
+``components`` (default all three) chooses which inputs the tower reads: the encoders of the
+others are not built and the joint projection takes ``len(components) x hidden`` (AdaMine's
+``AdaMine_ingr`` / ``AdaMine_instr`` ablations on this tower: ``("ingredients",)`` /
+``("instructions",)``).
+
 A fully padded sequence (empty title, recipe without instructions) is attended with its
 first position unmasked (H-T's trick against NaNs) and pooled to a zero vector.
 """
@@ -24,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from .image import JointHead
-from .recipe_je import make_embedding
+from .recipe_je import check_components, make_embedding
 
 __all__ = ["HTRecipeTower", "PooledTransformer", "masked_mean"]
 
@@ -72,9 +77,11 @@ class HTRecipeTower(nn.Module):
         max_len: int = 64,
         tanh: bool = True,
         embedding_matrix: np.ndarray | None = None,
+        components: tuple[str, ...] | list[str] = COMPONENTS,
     ):
         super().__init__()
         self.hidden = hidden
+        self.components = check_components(components, COMPONENTS)
         if vocab_size > 0:
             self.embedding = make_embedding(vocab_size, hidden, embedding_matrix)
             width = self.embedding.embedding_dim
@@ -83,9 +90,9 @@ class HTRecipeTower(nn.Module):
         def enc():
             return PooledTransformer(hidden, heads, layers, ff_dim, dropout, max_len)
 
-        self.encoders = nn.ModuleDict({name: enc() for name in COMPONENTS})
-        self.mergers = nn.ModuleDict({name: enc() for name in COMPONENTS[1:]})
-        self.head = JointHead(3 * hidden, embed_dim, tanh)
+        self.encoders = nn.ModuleDict({name: enc() for name in self.components})
+        self.mergers = nn.ModuleDict({name: enc() for name in COMPONENTS[1:] if name in self.components})
+        self.head = JointHead(len(self.components) * hidden, embed_dim, tanh)
         self.token_dim = hidden
 
     def encode_sentences(self, name: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,15 +113,16 @@ class HTRecipeTower(nn.Module):
         return pooled, out, mask
 
     def forward(self, batch: dict) -> dict:
-        title = batch["title"]
-        t_vec, t_out = self.encode_sentences("title", title)
-        t_mask = title != 0
-        i_vec, i_out, i_mask = self._nested("ingredients", batch["ingredients"], batch["ingredients_len"])
-        s_vec, s_out, s_mask = self._nested("instructions", batch["instructions"], batch["instructions_len"])
-        emb = self.head(torch.cat([t_vec, i_vec, s_vec], dim=-1))
-        return {
-            "emb": emb,
-            "components": {"title": t_vec, "ingredients": i_vec, "instructions": s_vec},
-            "tokens": torch.cat([t_out, i_out, s_out], dim=1),
-            "mask": torch.cat([t_mask, i_mask, s_mask], dim=1),
-        }
+        vecs, outs, masks = {}, [], []
+        if "title" in self.components:
+            title = batch["title"]
+            vecs["title"], t_out = self.encode_sentences("title", title)
+            outs.append(t_out)
+            masks.append(title != 0)
+        for name in COMPONENTS[1:]:
+            if name in self.components:
+                vecs[name], out, mask = self._nested(name, batch[name], batch[f"{name}_len"])
+                outs.append(out)
+                masks.append(mask)
+        emb = self.head(torch.cat([vecs[c] for c in self.components], dim=-1))
+        return {"emb": emb, "components": vecs, "tokens": torch.cat(outs, dim=1), "mask": torch.cat(masks, dim=1)}

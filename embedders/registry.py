@@ -35,9 +35,9 @@ _TOP = ("embed_dim", "description", "source")
 # Keys each section may take (for flat overrides and early, readable errors).
 _IMAGE_KEYS = {"backbone", "image_size", "weights", "weights_path", "tanh", "freeze_backbone"}
 _RECIPE_KEYS = {
-    "je": {"word_dim", "ingredient_hidden", "sentence_dim", "instruction_hidden", "tanh"},
-    "ht": {"hidden", "heads", "layers", "ff_dim", "dropout", "max_len", "tanh"},
-    "minilm": {"hidden", "heads", "layers", "ff_dim", "dropout", "max_len", "tanh", "freeze_encoder"},
+    "je": {"word_dim", "ingredient_hidden", "sentence_dim", "instruction_hidden", "tanh", "components", "packed"},
+    "ht": {"hidden", "heads", "layers", "ff_dim", "dropout", "max_len", "tanh", "components"},
+    "minilm": {"hidden", "heads", "layers", "ff_dim", "dropout", "max_len", "tanh", "freeze_encoder", "components"},
 }
 _TOKEN_KEYS = {"max_ingredients", "max_instructions", "max_tokens"}
 _MATCHING_KEYS = {"dim", "heads", "layers", "ff_dim", "dropout"}

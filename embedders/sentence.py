@@ -74,14 +74,17 @@ class MiniLMRecipeTower(HTRecipeTower):
         max_len: int = 64,
         tanh: bool = True,
         freeze_encoder: bool = True,
+        components: tuple[str, ...] | list[str] = ("title", "ingredients", "instructions"),
     ):
-        super().__init__(0, embed_dim, hidden, heads, layers, ff_dim, dropout, max_len, tanh)
+        super().__init__(0, embed_dim, hidden, heads, layers, ff_dim, dropout, max_len, tanh, components=components)
         try:
             from transformers import AutoModel
         except ImportError as exc:
             raise ImportError(_INSTALL) from exc
-        del self.encoders["ingredients"], self.encoders["instructions"]  # MiniLM encodes the lines
-        self.title_encoder = self.encoders.pop("title")
+        for name in ("ingredients", "instructions"):  # MiniLM encodes the lines
+            if name in self.encoders:
+                del self.encoders[name]
+        self.title_encoder = self.encoders.pop("title") if "title" in self.encoders else None
         del self.encoders
         self.sentence_encoder = AutoModel.from_pretrained(str(minilm_path()), local_files_only=True)
         width = self.sentence_encoder.config.hidden_size

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["cosine_distance", "aggregate", "DynamicMargin", "MarginLoss", "AGGREGATIONS"]
+__all__ = ["cosine_distance", "aggregate", "DynamicMargin", "MarginLoss", "AGGREGATIONS", "background_free_ce"]
 
 AGGREGATIONS = ("mean", "valid", "hardest")
 
@@ -75,3 +75,15 @@ class MarginLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"margin={self.schedule or self._fixed}"
+
+
+def background_free_ce(classifier: nn.Module, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``classifier(emb)`` against ``labels`` with the background class 0
+    weighted 0 (im2recipe's semantic regularisation); 0 (with a graph) for a batch of
+    background only."""
+    n = classifier.out_features
+    weights = torch.ones(n, device=emb.device, dtype=emb.dtype)
+    weights[0] = 0.0
+    if not bool((labels != 0).any()):
+        return emb.sum() * 0.0
+    return F.cross_entropy(classifier(emb), labels, weight=weights)

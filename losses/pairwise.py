@@ -36,6 +36,16 @@ class PairwiseLoss(nn.Module):
 
     with ``w_pair = 0.98, w_cls = 0.01`` (im2recipe; ``1 - 2 w_cls`` in AdaMine's code). A batch
     of background only contributes 0 classification loss. Without a classifier ``L = L_pair``.
+
+    ``image_class_weight`` / ``recipe_class_weight``: separate weights of the image and the
+    recipe cross-entropy (the Recipe1M+ reproduction's 0.98/0.01/0.01 and 0.8/0.1/0.1
+    settings); each one left unset (None) is ``class_weight``.
+
+    ``partners``: where a mismatched row's recipe comes from. ``"batch"``: another row of the
+    batch (above). ``"dataset"``: a recipe drawn uniformly from the whole training set, as
+    im2recipe's data loader does; the trainer draws and embeds one such recipe per row and
+    passes their embeddings as ``partner_emb`` [B, D] (:mod:`recipekit.training.partners`),
+    and a mismatched row ``i`` is scored against ``partner_emb[i]``.
     """
 
     def __init__(
@@ -48,6 +58,9 @@ class PairwiseLoss(nn.Module):
         pair_weight: float = 0.98,
         class_weight: float = 0.01,
         seed: int | None = None,
+        image_class_weight: float | None = None,
+        recipe_class_weight: float | None = None,
+        partners: str = "batch",
     ):
         super().__init__()
         self.pos_margin = float(pos_margin)
@@ -55,6 +68,11 @@ class PairwiseLoss(nn.Module):
         self.mismatch_rate = float(mismatch_rate)
         self.pair_weight = float(pair_weight)
         self.class_weight = float(class_weight)
+        self.image_class_weight = float(class_weight if image_class_weight is None else image_class_weight)
+        self.recipe_class_weight = float(class_weight if recipe_class_weight is None else recipe_class_weight)
+        if partners not in ("batch", "dataset"):
+            raise ValueError(f"partners must be 'batch' or 'dataset', got {partners!r}")
+        self.partners = partners
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.classifier = nn.Linear(embed_dim, num_classes) if num_classes else None
         if num_classes:
@@ -78,14 +96,22 @@ class PairwiseLoss(nn.Module):
             return emb.sum() * 0.0
         return F.cross_entropy(self.classifier(emb), labels, weight=weights)
 
-    def forward(self, image_emb: torch.Tensor, recipe_emb: torch.Tensor, labels: torch.Tensor | None = None):
+    def forward(self, image_emb: torch.Tensor, recipe_emb: torch.Tensor, labels: torch.Tensor | None = None,
+                partner_emb: torch.Tensor | None = None):
         partner, target = self.sample_pairs(image_emb.shape[0])
         partner, target = partner.to(image_emb.device), target.to(image_emb.device, image_emb.dtype)
-        d = 1.0 - F.cosine_similarity(image_emb, recipe_emb[partner], dim=-1)
+        if self.partners == "dataset":
+            if partner_emb is None:
+                raise ValueError("partners = 'dataset' needs partner_emb: the embeddings of recipes drawn from the "
+                                 "whole training set (the trainer passes them)")
+            other = torch.where((target < 0)[:, None], partner_emb, recipe_emb)
+        else:
+            other = recipe_emb[partner]
+        d = 1.0 - F.cosine_similarity(image_emb, other, dim=-1)
         cost = torch.where(target > 0, d - self.pos_margin, self.neg_margin - d).clamp(min=0)
         pair = cost.mean()
         if self.classifier is None or labels is None:
             return pair
         labels = labels.reshape(-1).long().to(image_emb.device)
-        cls = self._classification(image_emb, labels) + self._classification(recipe_emb, labels)
-        return self.pair_weight * pair + self.class_weight * cls
+        return (self.pair_weight * pair + self.image_class_weight * self._classification(image_emb, labels)
+                + self.recipe_class_weight * self._classification(recipe_emb, labels))

@@ -15,6 +15,7 @@ _LOSSES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "adamine_ins": ("triplet", "AdaMineLoss", {"semantic": False}),
     "adamine_sem": ("triplet", "AdaMineLoss", {"instance": False}),
     "adamine_avg": ("triplet", "AdaMineLoss", {"aggregation": "mean"}),
+    "adamine_ins_cls": ("triplet", "AdaMineLoss", {"semantic": False, "num_classes": "auto"}),
     "infonce": ("infonce", "InfoNCELoss", {}),
     "ht_recipe": ("ht_recipe", "HTRecipeLoss", {}),
 }
@@ -40,4 +41,8 @@ def create_loss(name: str, **kwargs: Any):
     if name == "pairwise" and "margin" in kwargs:
         kwargs["neg_margin"] = 1.0 - float(kwargs.pop("margin"))
     klass = getattr(importlib.import_module(f".{module}", __package__), cls)
-    return klass(**{**defaults, **kwargs})
+    merged = {**defaults, **kwargs}
+    if merged.get("num_classes") == "auto":
+        raise ValueError(f"{name}: num_classes = \"auto\" is resolved by the trainer from classes.json; "
+                         "pass the number of classes (background included)")
+    return klass(**merged)

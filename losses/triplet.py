@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
-from .common import AGGREGATIONS, DynamicMargin, MarginLoss, aggregate, cosine_distance
+from .common import AGGREGATIONS, DynamicMargin, MarginLoss, aggregate, background_free_ce, cosine_distance
 
 __all__ = ["TripletLoss", "AdaMineLoss"]
 
@@ -87,6 +88,15 @@ class AdaMineLoss(MarginLoss):
     negatives are cut to the smallest count over anchors; here every other-class negative is
     used, and anchors without a same-class positive are skipped (the code needs a batch
     sampler that guarantees one).
+
+    ``num_classes`` (with ``embed_dim``) adds a classification head instead of, or beside,
+    the semantic triplets: AdaMine's ``AdaMine_ins+cls`` ablation (registered as
+    ``adamine_ins_cls``: instance triplets + the head, the released code's ``with_classif``).
+    This module then owns a classifier ``nn.Linear(embed_dim, num_classes)`` shared by both
+    modalities and the loss is
+    ``(1 - w_img - w_rec) L + w_img CE(W v, c) + w_rec CE(W r, c)`` (background weighted 0),
+    as the released code weights retrieval ``1 - 2 w``; ``class_weight`` w is 0.01 by default
+    and ``image_class_weight`` / ``recipe_class_weight`` set the two sides apart.
     """
 
     def __init__(
@@ -99,6 +109,11 @@ class AdaMineLoss(MarginLoss):
         positives: str = "random",
         seed: int | None = None,
         deterministic: bool = False,
+        num_classes: int | None = None,
+        embed_dim: int = 1024,
+        class_weight: float = 0.01,
+        image_class_weight: float | None = None,
+        recipe_class_weight: float | None = None,
     ):
         super().__init__(margin)
         if aggregation not in ("mean", "valid"):
@@ -115,6 +130,11 @@ class AdaMineLoss(MarginLoss):
         self.semantic = semantic
         self.positives = positives
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.classifier = nn.Linear(embed_dim, num_classes) if num_classes else None
+        self.image_class_weight = float(class_weight if image_class_weight is None else image_class_weight)
+        self.recipe_class_weight = float(class_weight if recipe_class_weight is None else recipe_class_weight)
+        if self.classifier is not None and self.image_class_weight + self.recipe_class_weight >= 1.0:
+            raise ValueError("image_class_weight + recipe_class_weight must be < 1 (retrieval is weighted 1 - both)")
 
     def _choose(self, pos: torch.Tensor) -> torch.Tensor:
         """One positive per anchor row of ``pos`` [A, N] (rows without one stay all-False)."""
@@ -159,4 +179,12 @@ class AdaMineLoss(MarginLoss):
             labels = labels.reshape(-1).to(d.device)
             w = self.semantic_weight
             terms += [w * self._semantic(d, labels, m), w * self._semantic(d.t(), labels, m)]
-        return _combine(terms, "mean")
+        loss = _combine(terms, "mean")
+        if self.classifier is None:
+            return loss
+        if labels is None:
+            raise ValueError("adamine's classification head needs class labels (0 = background)")
+        labels = labels.reshape(-1).long().to(d.device)
+        wi, wr = self.image_class_weight, self.recipe_class_weight
+        return ((1.0 - wi - wr) * loss + wi * background_free_ce(self.classifier, image_emb, labels)
+                + wr * background_free_ce(self.classifier, recipe_emb, labels))

@@ -41,10 +41,18 @@ class PrepareConfig:
     store_max_ingredients: int = 20  # store: limits of the tokenised recipes in recipes.lmdb
     store_max_instructions: int = 20
     store_max_tokens: int = 15
+    split: str = "recipe1m"  # parse: "recipe1m" (the corpus's partitions) | "random" (seeded re-split of the pairs)
+    split_seed: int = 0  # parse, split "random": seed of the shuffle
+    split_ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)  # parse, split "random": train / val / test
 
     def params(self, stage: str) -> dict:
         if stage == "parse":
-            return {}
+            if self.split == "recipe1m":
+                return {}
+            if self.split != "random":
+                raise ValueError(f"split must be 'recipe1m' or 'random', got {self.split!r}")
+            return {"split": "random", "split_seed": int(self.split_seed),
+                    "split_ratios": [float(r) for r in self.split_ratios]}
         if stage == "ingredients":
             return {"extractor": self.ingredient_extractor}
         if stage == "word2vec":

@@ -79,10 +79,13 @@ def _check(loss_value, ref_value, inputs):
 
 def test_registry_lists_every_loss():
     assert list_losses() == sorted(
-        ["pairwise", "pairwise++", "triplet", "adamine", "adamine_ins", "adamine_sem", "adamine_avg", "infonce", "ht_recipe"]
+        ["pairwise", "pairwise++", "triplet", "adamine", "adamine_ins", "adamine_sem", "adamine_avg", "adamine_ins_cls",
+         "infonce", "ht_recipe"]
     )
-    for name in list_losses():
-        assert create_loss(name).__doc__.strip()
+    for name in list_losses():  # adamine_ins_cls needs its class count (the trainer reads classes.json)
+        assert create_loss(name, **({"num_classes": 3} if name == "adamine_ins_cls" else {})).__doc__.strip()
+    with pytest.raises(ValueError, match="num_classes"):
+        create_loss("adamine_ins_cls")
     with pytest.raises(ValueError, match="unknown loss"):
         create_loss("nope")
 

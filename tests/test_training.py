@@ -326,7 +326,10 @@ def test_every_example_config_builds_and_takes_a_step(path, prepared):
     batch = collate_store_records(records)
     labels = torch.tensor([1, 1, 2, 2, 0, 0])  # AdaMine's semantic terms need same-class pairs
     size = model.image_tower.image_size
-    out = step("pair", recipes=batch["recipes"], images=torch.randn(6, 3, size, size), labels=labels)
+    # loss.partners = "dataset" (je): the trainer hands drawn train recipes; here the batch reversed
+    extra = ({"partners": {k: v.flip(0) for k, v in batch["recipes"].items()}}
+             if cfg.loss.options.get("partners") == "dataset" else {})
+    out = step("pair", recipes=batch["recipes"], images=torch.randn(6, 3, size, size), labels=labels, **extra)
     assert torch.isfinite(out["total"])
     out["total"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.recipe_tower.parameters())

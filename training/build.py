@@ -67,8 +67,12 @@ def build_losses(cfg: TrainConfig, model, info: DistInfo):
         kwargs["margin"] = DynamicMargin(**{k: float(v) for k, v in lc.dynamic_margin.items()})
     if lc.name.startswith("pairwise"):
         kwargs.setdefault("embed_dim", model.embed_dim)
-        if kwargs.get("num_classes") == "auto":
-            kwargs["num_classes"] = num_classes(Path(cfg.data.prepared))
+    from recipekit.losses.registry import _LOSSES
+
+    if kwargs.get("num_classes", _LOSSES.get(lc.name, ("", "", {}))[2].get("num_classes")) == "auto":
+        kwargs["num_classes"] = num_classes(Path(cfg.data.prepared))  # a classification head (pairwise, adamine_ins_cls)
+    if kwargs.get("num_classes"):
+        kwargs.setdefault("embed_dim", model.embed_dim)
     if lc.name == "infonce":
         kwargs.update(rank=info.rank, world_size=info.world_size)
     try:
@@ -81,7 +85,12 @@ def build_losses(cfg: TrainConfig, model, info: DistInfo):
         if tower == "je":
             raise ConfigError("loss.recipe_weight: H-T's recipe loss needs the ht or minilm recipe tower "
                               "(title / ingredients / instructions vectors of one width), not je")
-        recipe_loss = create_loss("ht_recipe", dim=int(model.recipe_tower.hidden), margin=lc.recipe_margin)
+        parts = tuple(getattr(model.recipe_tower, "components", ("title", "ingredients", "instructions")))
+        if len(parts) < 2:
+            raise ConfigError(f"loss.recipe_weight: H-T's recipe loss relates recipe components to each other; the "
+                              f"tower reads only {', '.join(parts)} (model.overrides recipe.components)")
+        recipe_loss = create_loss("ht_recipe", dim=int(model.recipe_tower.hidden), margin=lc.recipe_margin,
+                                  components=parts)
     if lc.matching_weight > 0 and model.matching is None:
         raise ConfigError(f"loss.matching_weight: the embedder {cfg.model.embedder!r} has no matching head")
     return loss, recipe_loss
@@ -217,8 +226,10 @@ class TrainStep(nn.Module):
                 out = self.model(images=images, recipes=recipes)
         return out
 
-    def objective(self, kind: str, out, labels=None, matching=None) -> dict:
-        """The losses of a forward output (what :meth:`forward` returns)."""
+    def objective(self, kind: str, out, labels=None, matching=None, partner_emb=None) -> dict:
+        """The losses of a forward output (what :meth:`forward` returns); ``partner_emb``: the
+        embeddings of mismatched recipes drawn from the whole train set (``loss.partners = "dataset"``,
+        :mod:`recipekit.training.partners`)."""
         out_losses = {}
         with torch.autocast(self.info.device.type, enabled=False):
             if kind == "recipe":
@@ -230,7 +241,15 @@ class TrainStep(nn.Module):
             if self.gather:
                 img, rec = gather_with_local_grad(img, self.info), gather_with_local_grad(rec, self.info)
                 labels = gather_labels(labels, self.info) if labels is not None else None
-            pair = self.loss(img, rec, labels)
+            if partner_emb is not None:
+                partner_emb = partner_emb.float()
+                if self.pair_scale != 1.0:
+                    partner_emb = scale_grad(partner_emb, self.pair_scale)
+                if self.gather:
+                    partner_emb = gather_with_local_grad(partner_emb, self.info)
+                pair = self.loss(img, rec, labels, partner_emb=partner_emb)
+            else:
+                pair = self.loss(img, rec, labels)
             total = pair
             out_losses["pair"] = pair.detach()
             if self.recipe_loss is not None:
@@ -243,7 +262,8 @@ class TrainStep(nn.Module):
         out_losses["total"] = total
         return out_losses
 
-    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None, cached_grads=None) -> dict:
+    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None, partners=None,
+                cached_grads=None) -> dict:
         # -- gradient cache (train.grad_cache_chunk): the second pass over one chunk ----------
         if cached_grads is not None:
             from .gradcache import surrogate
@@ -251,8 +271,11 @@ class TrainStep(nn.Module):
             return {"total": surrogate(self, kind, self.embed(kind, recipes, images, features), cached_grads)}
         # -- end gradient cache ---------------------------------------------------------------
         out = self.embed(kind, recipes, images, features)
-        matching = None
-        if kind == "pair" and self.matching_weight > 0:
-            with self._autocast():
+        matching = partner_emb = None
+        with self._autocast():
+            if kind == "pair" and self.matching_weight > 0:
                 matching = self.model.matching_loss(out)
-        return self.objective(kind, out, labels, matching)
+            # loss.partners = "dataset": mismatched recipes drawn from the whole train set (training/partners.py)
+            if partners is not None:
+                partner_emb = self.model(recipes=partners).recipe
+        return self.objective(kind, out, labels, matching, partner_emb)

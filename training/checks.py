@@ -51,10 +51,20 @@ def validate(cfg: TrainConfig, src: str) -> None:
     if t.grad_cache_chunk and lo.matching_weight > 0:
         raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with loss.matching_weight > 0 (the "
                           "matching head reads token features, not only embeddings; set one of them to 0)")
+    if t.grad_cache_chunk and lo.options.get("partners", "batch") == "dataset":
+        raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with loss.partners = \"dataset\" (the "
+                          "drawn partners are embedded outside the cached batch; use in-batch partners or no cache)")
     _positive(src, "train.val_bag_size", t.val_bag_size)
     _positive(src, "train.val_bags", t.val_bags)
     _choice(src, "train.amp", t.amp, ("auto", "bf16", "fp16", "off"))
     _choice(src, "train.select", t.select, ("image_to_recipe", "mean"))
+    _choice(src, "train.freeze_schedule", t.freeze_schedule, ("fixed", "alternate"))
+    _choice(src, "train.alternate_split", t.alternate_split, ("backbone", "towers"))
+    _positive(src, "train.freeze_patience", t.freeze_patience)
+    _positive(src, "train.freeze_patience_after", t.freeze_patience_after)
+    if t.freeze_schedule == "alternate" and t.val_every == 0:
+        raise ConfigError(f"{src}: train.freeze_schedule = \"alternate\" swaps the branches when validation stops "
+                          "improving: it needs train.val_every > 0")
     _choice(src, "ddp.backend", cfg.ddp.backend, ("auto", "nccl", "gloo"))
     _positive(src, "ddp.timeout_minutes", cfg.ddp.timeout_minutes)
     _positive(src, "log.log_every", cfg.log.log_every)

@@ -111,6 +111,10 @@ class TrainSection:
     val_bags: int = 10  # ... this many of them (one bag of all pairs when the split is smaller)
     select: str = "image_to_recipe"  # selection direction: image_to_recipe | mean (of both)
     grad_cache_chunk: int = 0  # gradient cache: the whole batch's loss, activations of N samples at a time; 0 = off
+    freeze_schedule: str = "fixed"  # fixed: freeze_backbone_epochs only | alternate: im2recipe's branch swaps (docs)
+    freeze_patience: int = 1  # alternate: validations without improvement before the first swap (im2recipe: 1)
+    freeze_patience_after: int = 3  # alternate: ... before each later swap (im2recipe: 3)
+    alternate_split: str = "backbone"  # alternate: backbone (vs the rest, im2recipe) | towers (image vs recipe tower)
 
 
 @dataclass

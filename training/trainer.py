@@ -72,7 +72,8 @@ class _Run:
         if self.cached and not all(build.backbone_frozen_at(cfg, self.model, e) for e in range(cfg.train.epochs)):
             raise ConfigError("train.cache_features needs the image backbone frozen for the whole run: set "
                               "train.freeze_backbone_epochs >= train.epochs or model.overrides image.freeze_backbone")
-        self.frozen = build.backbone_frozen_at(cfg, self.model, start)
+        self.branches = self._branch_switcher()  # train.freeze_schedule = "alternate" (training/alternate.py)
+        self.frozen = self._backbone_frozen(start)
         build.set_backbone_frozen(self.model, self.frozen)
         self.model.to(self.dev)
         for m in (self.loss, self.recipe_loss):
@@ -83,6 +84,9 @@ class _Run:
                               and self.model.image_tower.use_channels_last())
         self.amp = build.amp_settings(cfg.train.amp, self.dev)
         self._make_data()
+        from .partners import build_partner_source
+
+        self.partners = build_partner_source(cfg, self.model, info.rank, self.loader)  # loss.partners = "dataset"
         if info.is_main:  # the model and the data are there: the run folder starts
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if cfg.source and not (self.resume and (self.run_dir / "config.toml").exists()):
@@ -103,6 +107,10 @@ class _Run:
         if blob is not None:
             self.epoch, self.global_step, self.best = checkpoint.restore_training_state(
                 blob, self._state(), rank=info.rank, world_size=info.world_size)
+            if self.branches is not None:  # the restored schedule: which branch is frozen now
+                self.frozen = self._backbone_frozen(self.epoch)
+                build.set_backbone_frozen(self.model, self.frozen)
+                self.branches.apply()
         self.ddp = None
         self._wrap()
         self.logger = RunLogger(self.run_dir, enabled=info.is_main, tensorboard=cfg.log.tensorboard,
@@ -157,7 +165,50 @@ class _Run:
         return checkpoint.TrainingState(self.model, self._loss_modules(), self.optimizer, self.scheduler, self.scaler)
 
     def _loss_modules(self) -> dict:
-        return {"loss": self.loss, "recipe_loss": self.recipe_loss}
+        return {"loss": self.loss, "recipe_loss": self.recipe_loss, **self._ablation_modules()}
+
+    # -- ablation settings (training/alternate.py, training/partners.py) --------------------------
+    def _ablation_modules(self) -> dict:
+        """State the checkpoint keeps for the alternating schedule and the partner draws."""
+        mods = {}
+        if getattr(self, "branches", None) is not None:
+            mods["branches"] = self.branches
+        if getattr(self, "partners", None) is not None:
+            mods["partners"] = self.partners
+        return mods
+
+    def _branch_switcher(self):
+        t = self.cfg.train
+        if t.freeze_schedule != "alternate":
+            return None
+        from .alternate import BranchSwitcher
+
+        if t.alternate_split == "backbone" and all(build.backbone_frozen_at(self.cfg, self.model, e)
+                                                   for e in range(t.epochs)):
+            raise ConfigError("train.alternate_split = \"backbone\": the image backbone is frozen for the whole run "
+                              "(cache_features, image.freeze_backbone or freeze_backbone_epochs), so its turns would "
+                              "train nothing; use train.alternate_split = \"towers\"")
+        switcher = BranchSwitcher(self.model, [self.loss, self.recipe_loss], split=t.alternate_split,
+                                  patience=t.freeze_patience, patience_after=t.freeze_patience_after)
+        switcher.apply()
+        return switcher
+
+    def _backbone_frozen(self, epoch: int) -> bool:
+        frozen = build.backbone_frozen_at(self.cfg, self.model, epoch)
+        return frozen or (self.branches is not None and self.branches.image_frozen)
+
+    def _after_validation(self, epoch: int, improved: bool, record: dict) -> None:
+        """Alternating schedule: count the validation, swap the branches when patience runs out."""
+        if self.branches is None:
+            return
+        record["frozen_branch"] = self.branches.frozen  # during this epoch
+        record["branches_swapped"] = False
+        if self._due(epoch):
+            improved = broadcast_object(improved, self.info)  # rank 0 validated
+            if self.branches.after_validation(improved):
+                self.branches.apply()
+                self._wrap()
+                record["branches_swapped"] = True
 
     def _wrap(self) -> None:
         """(Re)wrap the step module in DDP: needed whenever the set of trainable parameters changes."""
@@ -175,12 +226,16 @@ class _Run:
         if kind == "recipe":
             return {"recipes": recipes}
         labels = batch["class_ids"].to(self.dev, non_blocking=True)
+        extra = {}
+        if self.partners is not None:  # loss.partners = "dataset": one drawn train recipe per row
+            extra["partners"] = {k: v.to(self.dev, non_blocking=True) for k, v in self.partners.draw(batch["ids"]).items()}
         if self.cached:
-            return {"recipes": recipes, "features": batch["features"].to(self.dev, non_blocking=True), "labels": labels}
+            return {"recipes": recipes, "features": batch["features"].to(self.dev, non_blocking=True), "labels": labels,
+                    **extra}
         images = batch["images"].to(self.dev, non_blocking=True)
         if self.on_gpu:  # the loader hands uint8 on GPU runs: normalise on the device
             images = self.loader_info.normalise(images)
-        return {"recipes": recipes, "images": images, "labels": labels}  # the tower lays them out
+        return {"recipes": recipes, "images": images, "labels": labels, **extra}  # the tower lays them out
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         from tqdm import tqdm
@@ -299,7 +354,7 @@ class _Run:
         end = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, self.epoch + stop_after)
         try:
             for epoch in range(self.epoch, end):
-                frozen = build.backbone_frozen_at(cfg, self.model, epoch)
+                frozen = self._backbone_frozen(epoch)
                 if frozen != self.frozen:
                     build.set_backbone_frozen(self.model, frozen)
                     self.frozen = frozen
@@ -325,6 +380,7 @@ class _Run:
                                "lr_backbone": self.optimizer.param_groups[1]["lr"], "backbone_frozen": frozen,
                                "margin": margin if isinstance(margin, float) else None, "val": metrics,
                                "val_seconds": val_s, "best": improved})
+                self._after_validation(epoch, improved, record)
                 self.logger.epoch(record, self.global_step)
                 if info.is_main and cfg.log.progress:
                     v = metrics["image_to_recipe"] if metrics else None
