@@ -296,3 +296,23 @@ def test_plan_helpers():
     assert [ids[i] for i in order if i < 10] == [ids[i] for i in sub]
     with pytest.raises(ValueError, match="quality"):
         shard("x", "y", quality=0)
+
+
+@pytest.mark.parametrize("rows, max_open", [(7, 256), (7, 2), (10_000, 256)])
+def test_bucketed_read_back_equals_whole_table_joins(demo_prepared, monkeypatch, rows, max_open):
+    """One streaming bucketing pass gives each shard the rows the whole-table joins give it."""
+    import polars as pl
+
+    from recipekit.pipeline import shardplan
+    from recipekit.pipeline.shard import ShardParams
+
+    monkeypatch.setattr(shardplan, "MAX_OPEN_BUCKETS", max_open)
+    flat = shardplan.plan_shards(demo_prepared, ShardParams(max_count=5), ["train", "val", "test"]).flat()
+    assert len(flat) > 6
+    whole = {t: shardplan._scan(demo_prepared, t) for t in shardplan._SOURCES}
+    got = list(shardplan.shard_rows(demo_prepared, flat, rows=rows))
+    assert [i for i, _ in got] == list(range(len(flat)))
+    for i, samples in got:
+        want = shardplan._read_rows(whole, pl.DataFrame({"id": flat[i][2]}, schema={"id": pl.Utf8})).to_dicts()
+        assert samples == want and [s["id"] for s in samples] == flat[i][2]
+    assert not [p for p in demo_prepared.iterdir() if "shard-buckets" in p.name]  # the buckets are gone
