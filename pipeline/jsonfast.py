@@ -45,7 +45,6 @@ and the standard library's 13-17, 2-core VM), and its one silent difference (int
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +59,12 @@ try:  # the fast decoder is optional: the standard library is the fallback
 except ImportError:  # pragma: no cover - exercised by monkeypatching `orjson = None`
     orjson = None
 
-__all__ = ["fast_available", "iter_array_fast", "map_array"]
+__all__ = ["count_elements", "fast_available", "iter_array_fast", "map_array"]
 
 BATCH_BYTES = 4 << 20  # bytes of JSON per task: ~2,000 Recipe1M records
 _WS = b" \t\n\r"
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
 # The standard library's nesting limit is Python's recursion limit less the stack in use (~990
 # levels), orjson's 1024: an element with more brackets than this may be nested deeper than
 # the standard library allows, so it decides.
@@ -93,6 +93,8 @@ class _Batch:
     base: int
     ranges: np.ndarray
     after: int
+    deep: bool = True  # whether an element may be nested _DEEP levels or more
+    handed_before: bool = True  # whether batches before this one were handed out
 
     @classmethod
     def cut(cls, buf: bytearray, buf_base: int, seps: list[int], j: int) -> _Batch:
@@ -125,6 +127,7 @@ class _Scanner:
         seps: list[int] = []  # file offsets of the separators of elements not yet batched ('[', ',', ']')
         buf, buf_base = bytearray(), 0  # the file's bytes from buf_base on, as far as read
         held: _Batch | None = None  # the last batch, held back until the end of the file is checked
+        deep: list[tuple[int, int]] = []  # byte ranges of the chunks nested _DEEP levels or more
         with open(self.path, "rb") as fh:
             offset = 0
             while True:
@@ -138,7 +141,7 @@ class _Scanner:
                 b = np.frombuffer(chunk, dtype=np.uint8)
                 if closed:  # only whitespace may follow the array
                     if not _IS_WS[b].all():
-                        yield _Handover(self._restart(held, seps))
+                        yield _Handover(self._restart(held, seps, self.path))
                         return
                     continue
                 quotes = _real_quotes(chunk, b, trailing_bs)
@@ -154,6 +157,8 @@ class _Scanner:
                 delta = np.where(kinds == 2, 0, kinds).astype(np.int64)
                 before = depth + np.cumsum(delta) - delta
                 depth += int(delta.sum())
+                if len(before) and int(before.max()) >= _DEEP:
+                    deep.append((base, offset))
                 top = (before == 0) | ((before == 1) & (kinds != 1))  # the array's brackets and commas
                 for p, k, d in zip(pos[top].tolist(), kinds[top].tolist(), before[top].tolist()):
                     ch = chunk[p]
@@ -169,11 +174,11 @@ class _Scanner:
                         closed = True
                         seps.append(base + p)
                         if not _IS_WS[b[p + 1 :]].all():
-                            yield _Handover(self._restart(held, seps))
+                            yield _Handover(self._restart(held, seps, self.path))
                             return
                         break
                     else:
-                        yield _Handover(self._restart(held, seps) if opened else None)
+                        yield _Handover(self._restart(held, seps, self.path) if opened else None)
                         return
                 buf += chunk
                 if not opened:
@@ -186,6 +191,8 @@ class _Scanner:
                     j = int(np.searchsorted(seps, seps[0] + self.batch_bytes))
                     j = max(1, min(j, len(seps) - 1))
                     batch = _Batch.cut(buf, buf_base, seps, j)
+                    batch.deep = any(a < batch.after and batch.base < b for a, b in deep)
+                    batch.handed_before = batch.data[:1] != b"["
                     del seps[:j]
                     cut = seps[0] - buf_base
                     del buf[:cut]
@@ -194,17 +201,20 @@ class _Scanner:
                         yield held
                     held = batch
         if not closed:
-            yield _Handover(self._restart(held, seps) if opened else None)
+            yield _Handover(self._restart(held, seps, self.path) if opened else None)
             return
         if held is not None:
             yield held
 
     @staticmethod
-    def _restart(held: _Batch | None, seps: list[int]) -> int:
-        """Where the standard library takes over: the first element not handed out yet."""
+    def _restart(held: _Batch | None, seps: list[int], path: Path) -> int | None:
+        """Where the standard library takes over: the first element not handed out yet (None: the
+        whole file, when nothing has been handed out)."""
         if held is not None:
-            return held.base + int(held.ranges[0, 0]) if len(held.ranges) else held.after + 1
-        return seps[0] + 1
+            return held.base + int(held.ranges[0, 0]) if len(held.ranges) and held.handed_before else None
+        with open(path, "rb") as fh:
+            fh.seek(seps[0])
+            return None if fh.read(1) == b"[" else seps[0] + 1
 
 
 def _real_quotes(chunk: bytes, b: np.ndarray, trailing_bs: int) -> np.ndarray:
@@ -219,21 +229,30 @@ def _real_quotes(chunk: bytes, b: np.ndarray, trailing_bs: int) -> np.ndarray:
         cand.insert(0, 0)
     if not cand:
         return quotes
-    keep = np.ones(len(quotes), dtype=bool)
+    escaped = []
     for q in cand:
-        run = q - len(chunk[:q].rstrip(b"\\"))
-        if run == q:
-            run += trailing_bs
-        if run % 2 == 1:
-            keep[np.searchsorted(quotes, q)] = False
+        j = q - 1
+        while j >= 0 and chunk[j] == _BACKSLASH:
+            j -= 1
+        if (q - 1 - j + (trailing_bs if j < 0 else 0)) % 2 == 1:
+            escaped.append(q)
+    if not escaped:
+        return quotes
+    keep = np.ones(len(quotes), dtype=bool)
+    keep[np.searchsorted(quotes, escaped)] = False
     return quotes[keep]
 
 
-def _decode(raw: bytes, check_digits: bool) -> Any:
+def _has_long_digits(data: bytes) -> bool:
+    """Whether ``data`` holds a run of 19 or more digits (a C-speed translate and substring search)."""
+    return _LONG_DIGITS in data.translate(_DIGITS_TO_ZERO)
+
+
+def _decode(raw: bytes, check_digits: bool, check_depth: bool) -> Any:
     """orjson's value for one element's bytes, or raise ValueError when the standard library must decide."""
-    if not raw or (check_digits and _LONG_DIGITS.search(raw)):
+    if not raw or (check_digits and _has_long_digits(raw)):
         raise ValueError("for the standard library")
-    if len(raw) > _DEEP and raw.count(b"[") + raw.count(b"{") > _DEEP:
+    if check_depth and len(raw) > _DEEP and raw.count(b"[") + raw.count(b"{") > _DEEP:
         raise ValueError("possibly deep: for the standard library")
     return orjson.loads(raw)
 
@@ -242,7 +261,7 @@ def _decode_batch(batch: _Batch, start: int = 0) -> tuple[list[tuple[int, Any]],
     """Elements ``start..`` of ``batch`` as ``(file offset, value)``, up to the first one orjson must not
     decode; returns them and that element's index (None: all decoded)."""
     data = batch.data
-    check = _LONG_DIGITS.search(data) is not None
+    check = _has_long_digits(data)
     out = []
     ranges = batch.ranges.tolist()
     for i in range(start, len(ranges)):
@@ -251,7 +270,7 @@ def _decode_batch(batch: _Batch, start: int = 0) -> tuple[list[tuple[int, Any]],
         raw = seg.strip(_WS)
         offset = batch.base + a + (len(seg) - len(seg.lstrip(_WS)))
         try:
-            out.append((offset, _decode(raw, check)))
+            out.append((offset, _decode(raw, check, batch.deep)))
         except ValueError:  # orjson.JSONDecodeError is a ValueError
             return out, i
     return out, None
@@ -375,6 +394,11 @@ def _stdlib_runs(path: Path, start: int | None, fn: Callable, size: int) -> Iter
         raise
     if run:
         yield fn(run)
+
+
+def count_elements(elements: list[tuple[int, Any]]) -> int:
+    """How many elements a run holds (``map_array(path, count_elements)``: the decoder alone)."""
+    return len(elements)
 
 
 def _identity(elements: list[tuple[int, Any]]) -> list[tuple[int, Any]]:

@@ -89,6 +89,12 @@ def test_valid_arrays_match_the_standard_library(tmp_path):
         '["\\"]',
         '[1 2]',
         '[{"a": 1}, {"b": 2}, 3',
+        "[] x",
+        "[ ]]",
+        "[]\n[",
+        " [ ] , ",
+        "[1] x",
+        "[[]] ]",
     ],
 )
 def test_malformed_json_raises_what_the_standard_library_raises(tmp_path, text):
