@@ -144,7 +144,6 @@ class _BatchWriter:
         self.writer = pq.ParquetWriter(path, schema, compression="zstd")
         self.rows: list[dict] = []
         self.count = 0
-
         self.tables: list[pa.Table] = []  # rows added as tables, not written yet
         self.pending = 0
 

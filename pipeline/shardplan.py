@@ -133,7 +133,7 @@ class _Buckets:
         for table, (name, columns, key) in _SOURCES.items():
             writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
             try:
-                for batch in pq.ParquetFile(out / name).iter_batches(batch_size=50_000, columns=columns):
+                for batch in pq.ParquetFile(out / name).iter_batches(batch_size=10_000, columns=columns):
                     frame = pl.from_arrow(batch)
                     frame = frame.join(bucket_of.rename({"id": key}), on=key, how="inner", maintain_order="left")
                     for (bucket,), part in frame.partition_by("_bucket", as_dict=True, maintain_order=True).items():
@@ -165,11 +165,13 @@ class _Buckets:
         return tables
 
 
-def shard_rows(out: Path, flat: list[tuple[str, str, list[str]]], *, rows: int) -> Iterator[tuple[int, list[dict]]]:
+def shard_rows(out: Path, flat: list[tuple[str, str, list[str]]], *, rows: int,
+               scratch: Path | None = None) -> Iterator[tuple[int, list[dict]]]:
     """``(index in flat, the shard's rows in sample order)`` for every shard of ``flat``, read for runs
     of consecutive shards of at most ``rows`` recipes (a larger shard is a run alone). Each table is
     read once: its rows are first bucketed by run into temporary Arrow files under ``out``
-    (:class:`_Buckets`), then each run's rows come from its bucket alone."""
+    (:class:`_Buckets`) in a temporary folder under ``scratch`` (default ``out``), then each run's
+    rows come from its bucket alone. Close the generator if you stop early: that removes the folder."""
     runs = _runs(flat, rows)
     if not runs:
         return
@@ -182,7 +184,7 @@ def shard_rows(out: Path, flat: list[tuple[str, str, list[str]]], *, rows: int) 
     bucket_of = pl.DataFrame({"id": ids, "_bucket": buckets}, schema={"id": pl.Utf8, "_bucket": pl.Int32})
     bucket_of = bucket_of.unique("id", keep="first", maintain_order=True)
     del ids, buckets
-    with tempfile.TemporaryDirectory(prefix=f"shard-buckets{TMP_MARK}", dir=out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"shard-buckets{TMP_MARK}", dir=scratch or out) as tmp:
         store = _Buckets(out, Path(tmp), bucket_of, -(-len(runs) // group))
         del bucket_of
         for b in range(0, len(runs), group):
