@@ -55,13 +55,16 @@ def plan_shards(out: Path, params: Any, partitions: list[str]) -> ShardPlan:
     from .shard import _TAR_OVERHEAD, cut_shards, estimate_image_bytes, shard_order
 
     counts = _photo_counts(out)
-    names = pl.scan_parquet(out / "ingredients.parquet").select("id", pl.col("ingredients").alias("names"))
-    recipes = pl.scan_parquet(out / "recipes.parquet").select(
-        "id", "partition", "title", pl.col("ingredients").alias("lines"), "instructions")
-    frame = (recipes.join(names, on="id", how="left")
-             .select("id", "partition", (pl.col("title").str.len_bytes() + _text_bytes("lines")
-                                         + _text_bytes("instructions") + _text_bytes("names")).alias("text"))
-             .collect(engine="streaming"))
+    # Each table reduced to a few numbers per recipe before the join (joining first would hold
+    # every recipe's text lists in the join's hash table).
+    names = (pl.scan_parquet(out / "ingredients.parquet")
+             .select("id", _text_bytes("ingredients").alias("names")).collect(engine="streaming"))
+    recipes = (pl.scan_parquet(out / "recipes.parquet")
+               .select("id", "partition", (pl.col("title").str.len_bytes() + _text_bytes("ingredients")
+                                           + _text_bytes("instructions")).alias("lines"))
+               .collect(engine="streaming"))
+    frame = recipes.join(names, on="id", how="left").select(
+        "id", "partition", (pl.col("lines") + pl.col("names").fill_null(0)).alias("text"))
     per_image = estimate_image_bytes(params.image_size, params.quality) + 32  # + its id in the JSON
     frame = frame.join(counts, on="id", how="inner").with_columns(
         (3 * _TAR_OVERHEAD + 1024 + pl.col("text")
