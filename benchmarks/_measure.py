@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import resource
 import re
 import subprocess
 import threading
@@ -49,10 +50,12 @@ class Run:
     peak_rss_mb: float
     returncode: int
     output: str
+    cpu_s: float = 0.0  # user + system CPU of the process and the children it waited for
 
 
 def run_measured(cmd: list[str], *, cwd: str | None = None, env: dict | None = None, interval: float = 0.1) -> Run:
     """Run ``cmd``; wall time and the peak summed RSS of its process tree (sampled)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
@@ -70,7 +73,17 @@ def run_measured(cmd: list[str], *, cwd: str | None = None, env: dict | None = N
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
-    return Run(wall, round(peak / 2**20, 1), proc.returncode, output)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(wall, round(peak / 2**20, 1), proc.returncode, output, round(cpu, 2))
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: other work on a shared machine inflates wall times."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def machine() -> str:

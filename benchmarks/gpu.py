@@ -19,6 +19,17 @@ Two steps, because the GPU machine is not where the docs are written:
 4. the other CUDA paths once each: fp16 autocast with GradScaler; DDP through torchrun with two
    ranks on the one GPU over gloo (NCCL refuses two ranks on one device) and torchrun with one
    rank; `recipekit.evaluation.evaluate` on the GPU.
+
+``--parts loop`` is the short check of the training loop alone (a few minutes of GPU time): the
+model alone with ResNet-50, bf16 and channels-last, eager and under ``torch.compile``, then
+``recipekit train`` with the real loader at the same settings; `write` reports the trainer's
+last-epoch images/s as a fraction of the eager model-alone rate (target: >= 0.9). ``--device cpu
+--quick`` runs the same path on a CPU with tiny batches, to check the script before GPU time is
+spent on it:
+
+    python benchmarks/gpu.py run --prepared PREPARED --json loop.json --parts loop --workers 14
+    python benchmarks/gpu.py run --prepared demo-run/prepared --json /tmp/loop.json --parts loop \
+        --device cpu --quick --no-compile --loop-embedder ht_resnet18 --amp off --workers 1
 """
 
 from __future__ import annotations
@@ -50,8 +61,9 @@ def _cfg(prepared: str, embedder: str, batch: int, amp: str, channels_last: bool
 
 
 def model_alone(prepared: str, embedder: str, batch: int, amp: str, channels_last: bool, *,
-                steps: int = 20, warmup: int = 5, device: str = "cuda") -> dict:
-    """Images/s of full optimiser steps on one batch kept on the GPU (no loader)."""
+                steps: int = 20, warmup: int = 5, device: str = "cuda", compile: bool = False) -> dict:
+    """Images/s of full optimiser steps on one batch kept on the GPU (no loader); with ``compile``,
+    both towers run under ``torch.compile`` (the warm-up steps include the compilation)."""
     import torch
 
     from recipekit.training import build, data
@@ -69,6 +81,9 @@ def model_alone(prepared: str, embedder: str, batch: int, amp: str, channels_las
     cl = channels_last and not model.config["image"]["backbone"].startswith("vit")
     if cl:
         model.image_tower.to(memory_format=torch.channels_last)
+    if compile:
+        model.image_tower = torch.compile(model.image_tower)
+        model.recipe_tower = torch.compile(model.recipe_tower)
     amp_s = build.amp_settings(amp, dev)
     step = build.TrainStep(model, loss, recipe_loss, cfg, info, amp_s)
     opt = build.build_optimizer(cfg, model, [loss])
@@ -99,8 +114,8 @@ def model_alone(prepared: str, embedder: str, batch: int, amp: str, channels_las
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"embedder": embedder, "batch": batch, "amp": amp_s.name, "channels_last": cl,
-            "step_ms": round(med * 1e3, 2), "images_per_s": round(batch / med, 1),
+    return {"embedder": embedder, "batch": batch, "amp": amp_s.name, "channels_last": cl, "compile": compile,
+            "device": dev.type, "step_ms": round(med * 1e3, 2), "images_per_s": round(batch / med, 1),
             "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
             "loss_finite": bool(torch.isfinite(out["total"]).item())}
 
@@ -177,8 +192,9 @@ def eval_on_gpu(run: Path, device: str = "cuda") -> dict:
 def cmd_run(a) -> None:
     import torch
 
+    gpu = torch.cuda.get_device_name(0) if a.device == "cuda" else f"CPU only ({a.device}, a check of the script)"
     out: dict = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-                 "gpu": torch.cuda.get_device_name(0), "cpus": os.cpu_count(), "results": {}, "errors": []}
+                 "gpu": gpu, "cpus": os.cpu_count(), "results": {}, "errors": []}
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
@@ -199,6 +215,16 @@ def cmd_run(a) -> None:
         save()
 
     tmp = Path(tempfile.mkdtemp(prefix="rk-gpu-"))
+    if "loop" in a.parts:
+        # The training loop against the model alone: ResNet-50, bf16, channels-last, real loader.
+        batch, steps, warmup, train_steps = (8, 3, 1, 4) if a.quick else (128, 20, 5, 200)
+        for compile in (False,) if a.no_compile else (False, True):
+            attempt("loop_model", model_alone, a.prepared, a.loop_embedder, batch, a.amp, True, steps=steps,
+                    warmup=warmup, device=a.device, compile=compile)
+        attempt("loop_train", trainer_run, a.prepared, tmp, f"loop_{a.loop_embedder}_{a.amp}", embedder=a.loop_embedder,
+                batch=batch, workers=a.workers, steps=train_steps, epochs=2, device=a.device, amp=a.amp)
+        if a.device == "cuda":
+            torch.cuda.empty_cache()
     if "model" in a.parts:
         for emb in ("ht_resnet50", "ht_vit_b16"):
             for batch in (128, 256):
@@ -268,6 +294,28 @@ def cmd_write(a) -> None:
                       "uint8, pinned)."]
     for e in r.get("eval", []):
         lines += ["", f"`evaluate()` on the GPU (test split): {e['seconds']} s."]
+    loop_model, loop_train = r.get("loop_model", []), r.get("loop_train", [])
+    if loop_model or loop_train:
+        eager = next((m for m in loop_model if not m.get("compile")), None)
+        compiled = next((m for m in loop_model if m.get("compile")), None)
+        name = (eager or compiled or {}).get("embedder", "ht_resnet50")
+        amp = (eager or compiled or {}).get("amp", "bf16")
+        lines += ["", f"Training loop against the model alone (`--parts loop`: {name}, {amp}, channels-last):", ""]
+        if eager:
+            lines.append(f"- model alone, eager: {eager['images_per_s']:.0f} images/s (batch {eager['batch']}, "
+                         f"step {eager['step_ms']} ms)")
+        if compiled:
+            speed = f", {compiled['images_per_s'] / eager['images_per_s']:.2f}x eager" if eager else ""
+            lines.append(f"- model alone, `torch.compile`: {compiled['images_per_s']:.0f} images/s{speed}")
+        for t in loop_train:
+            rates = t.get("images_per_s_per_epoch", [])
+            if t.get("returncode") != 0 or not rates:
+                lines.append(f"- `recipekit train` ({t['workers']} loader workers): FAILED (rc {t.get('returncode')})")
+                continue
+            ratio = rates[-1] / eager["images_per_s"] if eager else float("nan")
+            lines.append(f"- `recipekit train` with the real loader ({t['workers']} workers): "
+                         f"{', '.join(f'{x:.0f}' for x in rates)} images/s per epoch; last epoch {ratio:.2f} of the "
+                         f"eager model-alone rate (target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
     if d.get("errors"):
         lines += ["", "Errors: " + "; ".join(f"{x['what']}: {x['error'].strip().splitlines()[-1]}" for x in d["errors"])]
     replace_section(ROOT / "docs" / "benchmarks.md", "gpu-training", "\n".join(lines) + "\n", SECTION)
@@ -281,7 +329,14 @@ def main() -> None:
     r.add_argument("--prepared", required=True)
     r.add_argument("--json", required=True)
     r.add_argument("--workers", type=int, default=14)
-    r.add_argument("--parts", nargs="+", default=["model", "loader", "train", "paths"])
+    r.add_argument("--parts", nargs="+", default=["model", "loader", "train", "paths"],
+                   choices=["loop", "model", "loader", "train", "paths"])
+    r.add_argument("--device", default="cuda", help="cpu: check the script without a GPU (with --quick)")
+    r.add_argument("--quick", action="store_true", help="tiny batches and few steps (a check of the script)")
+    r.add_argument("--no-compile", action="store_true", help="loop: skip the torch.compile model-alone run")
+    r.add_argument("--loop-embedder", default="ht_resnet50", help="loop: the model (ht_resnet18 for a CPU check)")
+    r.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "off"],
+                   help="loop: precision (off for a CPU check: bf16 is emulated on most CPUs)")
     w = sub.add_parser("write")
     w.add_argument("json", nargs="+")
     t = sub.add_parser("_train")  # the child of trainer_run

@@ -11,7 +11,7 @@ from recipekit.pipeline.backends import BACKENDS, BackendError, TaskError
 from recipekit.pipeline.ingredient_names import EXTRACTORS
 from recipekit.pipeline.prepare import STAGES, PrepareConfig, default_workers, prepare, summary_table
 from recipekit.pipeline.shard import ShardParams
-from recipekit.pipeline.word2vec import Word2VecParams
+from recipekit.pipeline.word2vec import PRESETS, Word2VecParams
 
 _W2V = Word2VecParams()
 _SHARD = ShardParams()
@@ -50,7 +50,11 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
 @click.option("--w2v-dim", type=click.IntRange(1), default=_W2V.vector_size, show_default=True)
 @click.option("--w2v-window", type=click.IntRange(1), default=_W2V.window, show_default=True)
 @click.option("--w2v-min-count", type=click.IntRange(1), default=_W2V.min_count, show_default=True)
-@click.option("--w2v-epochs", type=click.IntRange(1), default=_W2V.epochs, show_default=True)
+@click.option("--w2v-epochs", type=click.IntRange(1), default=None,
+              help="Default: the preset's (im2recipe 10, fast 5).")
+@click.option("--w2v-preset", type=click.Choice(list(PRESETS)), default="im2recipe", show_default=True,
+              help="word2vec: im2recipe's settings (skip-gram, hierarchical softmax, 10 epochs) or 'fast' "
+                   "(CBOW, 5 negative samples, 5 epochs; docs/benchmarks.md compares them).")
 @click.option("--w2v-seed", type=int, default=_W2V.seed, show_default=True)
 @click.option("--class-top-bigrams", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--class-max", type=click.IntRange(1), default=1000, show_default=True)
@@ -85,15 +89,16 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
 @click.option("--split-ratios", type=(float, float, float), default=(0.6, 0.2, 0.2), show_default=True,
               help="parse: train, val and test fractions of the random re-split.")
 def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, ingredient_extractor, w2v_dim,
-                w2v_window, w2v_min_count, w2v_epochs, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101,
+                w2v_window, w2v_min_count, w2v_epochs, w2v_preset, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101,
                 store_max_ingredients, store_max_instructions, store_max_tokens, shard_image_size,
                 shard_quality, shard_max_images, shard_max_count, shard_max_bytes, shard_seed, shard_pixel_limit,
                 shard_allow_external_links, split, split_seed, split_ratios):
     """Prepare a Recipe1M-style corpus in SRC (layer1.json, layer2.json, [det_ingrs.json], images/) into OUT."""
     config = PrepareConfig(
         ingredient_extractor=ingredient_extractor,
-        word2vec=Word2VecParams(
-            vector_size=w2v_dim, window=w2v_window, min_count=w2v_min_count, epochs=w2v_epochs, seed=w2v_seed
+        word2vec=Word2VecParams.preset(
+            w2v_preset, vector_size=w2v_dim, window=w2v_window, min_count=w2v_min_count, epochs=w2v_epochs,
+            seed=w2v_seed,
         ),
         class_top_bigrams=class_top_bigrams,
         class_max=class_max,

@@ -41,6 +41,9 @@ class JSONStreamError(ValueError):
         self.reason = message
         super().__init__(f"{self.path}: malformed JSON at byte offset {offset}: {message}")
 
+    def __reduce__(self):  # picklable across worker processes, with all three fields
+        return (type(self), (self.path, self.offset, self.reason))
+
 
 class InvalidElement:
     """An array element that is valid JSON but cannot be decoded: ``reason`` says why,
@@ -53,6 +56,14 @@ class InvalidElement:
 
     def __repr__(self) -> str:
         return f"InvalidElement({self.reason!r}, {self.record_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InvalidElement):
+            return NotImplemented
+        return (self.reason, self.record_id) == (other.reason, other.record_id)
+
+    def __hash__(self) -> int:
+        return hash((self.reason, self.record_id))
 
 
 _ID_RE = re.compile(r'"id"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')
@@ -161,24 +172,33 @@ class _Reader:
 
 
 def iter_array(
-    path: str | os.PathLike, *, chunk_size: int = 8 << 20, max_element: int = 256 << 20
+    path: str | os.PathLike, *, chunk_size: int = 8 << 20, max_element: int = 256 << 20, start: int | None = None
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(byte_offset, element)`` for each element of the JSON array in ``path``.
 
     Raises :class:`JSONStreamError` naming the byte offset when the file is not a
     well-formed JSON array, or when one element is larger than ``max_element`` bytes. An
     element Python cannot decode (see the module notes) comes as an :class:`InvalidElement`.
+    With ``start``, scanning begins at that byte offset as if an element were expected
+    there (the first element, or one after a ``,``): :mod:`.jsonfast` hands the standard
+    library an element it will not decode itself, or the rest of a file it cannot split.
     """
     path = Path(path)
     with open(path, "rb") as fh:
         r = _Reader(fh, path, chunk_size)
-        pos = r.skip_ws(0)
-        if pos >= len(r.buf):
-            raise r.error(pos, "empty file; expected a JSON array")
-        if r.buf[pos] != "[":
-            raise r.error(pos, "expected '[' at the start of a JSON array")
-        pos = r.skip_ws(pos + 1)
-        if pos < len(r.buf) and r.buf[pos] == "]":
+        if start is None:
+            pos = r.skip_ws(0)
+            if pos >= len(r.buf):
+                raise r.error(pos, "empty file; expected a JSON array")
+            if r.buf[pos] != "[":
+                raise r.error(pos, "expected '[' at the start of a JSON array")
+            pos = r.skip_ws(pos + 1)
+            empty = pos < len(r.buf) and r.buf[pos] == "]"
+        else:
+            fh.seek(start)
+            r.first, r.bytes_read, r.buf_byte0, r.mark_byte = False, start, start, start
+            pos, empty = r.skip_ws(0), False
+        if empty:
             pos += 1
         else:
             while True:

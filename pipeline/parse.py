@@ -1,7 +1,9 @@
 """Stage `parse`: layer1/layer2/det_ingrs JSON to validated, cleaned Parquet.
 
 Streams ``layer1.json`` (bounded memory, see :mod:`.jsonstream`), validates and
-cleans every record, and joins ``layer2.json`` (images) and ``det_ingrs.json``
+cleans every record (runs of records decoded by orjson and validated in the stage's
+workers, see :mod:`.jsonfast`; the tables are the same, byte for byte, as one process
+with the standard library's decoder gives), and joins ``layer2.json`` (images) and ``det_ingrs.json``
 (detected ingredients) by recipe id. Every rejected record becomes a row of
 ``quarantine.parquet`` naming the file, byte offset, id and reason; malformed
 JSON stops the stage with an error naming the byte offset.
@@ -23,7 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .jsonstream import InvalidElement, iter_array
+from .jsonfast import iter_array_fast as iter_array
+from .jsonfast import map_array
+from .jsonstream import InvalidElement
 from .quarantine import Rejection, replace_stage_rows
 from .stagekit import Stage, StageContext, atomic_path, run_stage, staged
 from .textclean import clean_text
@@ -158,13 +162,33 @@ class _BatchWriter:
         self.writer = pq.ParquetWriter(path, schema, compression="zstd")
         self.rows: list[dict] = []
         self.count = 0
+        self.tables: list[pa.Table] = []  # rows added as tables, not written yet
+        self.pending = 0
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
         if len(self.rows) >= BATCH:
             self.flush()
 
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already converted (by a worker); written in the same row groups as row by row."""
+        if self.rows:  # keep the order when both ways are mixed
+            self.flush()
+        self.tables.append(table)
+        self.pending += table.num_rows
+        while self.pending >= BATCH:
+            self._write_tables(BATCH)
+
+    def _write_tables(self, n: int) -> None:
+        table = pa.concat_tables(self.tables)
+        self.writer.write_table(table.slice(0, n).combine_chunks())
+        self.count += n
+        rest = table.slice(n)
+        self.tables, self.pending = ([rest] if rest.num_rows else []), rest.num_rows
+
     def flush(self) -> None:
+        if self.pending:
+            self._write_tables(self.pending)
         if self.rows:
             self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
             self.count += len(self.rows)
@@ -192,28 +216,51 @@ def _is_present(images_dir: Path, rel: str) -> bool:
 _PART_CODE = {p: i for i, p in enumerate(PARTITIONS)}
 
 
-def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool,
+def _validate_run(elements: list[tuple[int, Any]]) -> tuple[pa.Table, list[tuple]]:
+    """Validate and clean a run of layer1 records (in a worker): the accepted rows as one table, and
+    per record ``(offset, id, reason or None, partition code, what cleaning changed or None)`` in
+    file order."""
+    rows, events = [], []
+    for offset, rec in elements:
+        changed: Counter = Counter()
+        row, why, rid = validate_recipe(rec, changed)
+        if row is None:
+            events.append((offset, rid, why, -1, None))
+        else:
+            rows.append(row)
+            events.append((offset, rid, None, _PART_CODE[row["partition"]], dict(changed) or None))
+    return pa.Table.from_pylist(rows, schema=RECIPES_SCHEMA), events
+
+
+def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool, executor: Any = None,
                   cleaned: Counter | None = None) -> dict[str, int]:
     """Returns {recipe id: byte offset * 4 + partition code} of the accepted recipes (one small
-    int per recipe: the partition for layer2, the offset for duplicates)."""
+    int per recipe: the partition for layer2, the offset for duplicates). Runs of records are
+    validated by ``executor``'s workers; duplicates are found here, in file order."""
     accepted: dict[str, int] = {}
     size = path.stat().st_size
     with tqdm(total=size, unit="B", unit_scale=True, desc="parse layer1", disable=quiet) as bar:
         last = 0
-        for offset, rec in iter_array(path):
-            bar.update(offset - last)
-            last = offset
-            changed: Counter = Counter()
-            row, why, rid = validate_recipe(rec, changed)
-            if row is not None and rid in accepted:
-                row, why = None, f"duplicate id (first seen at byte offset {accepted[rid] >> 2})"
-            if row is None:
-                rejects.append(Rejection("parse", path.name, offset, rid, why))
-                continue
-            accepted[rid] = (offset << 2) | _PART_CODE[row["partition"]]
-            writer.add(row)
-            if changed and cleaned is not None:
-                cleaned.update(changed)
+        for table, events in map_array(path, _validate_run, executor=executor):
+            keep = None
+            row = 0
+            for offset, rid, why, code, changed in events:
+                if why is None and rid in accepted:
+                    why = f"duplicate id (first seen at byte offset {accepted[rid] >> 2})"
+                    keep = keep or [True] * table.num_rows
+                    keep[row] = False
+                    row += 1
+                elif why is None:
+                    accepted[rid] = (offset << 2) | code
+                    row += 1
+                    if changed and cleaned is not None:
+                        cleaned.update(changed)
+                if why is not None:
+                    rejects.append(Rejection("parse", path.name, offset, rid, why))
+            writer.add_table(table.filter(pa.array(keep)) if keep else table)
+            if events:
+                bar.update(events[-1][0] - last)
+                last = events[-1][0]
         bar.update(size - last)
     return accepted
 
@@ -362,7 +409,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     with atomic_path(out / "recipes.parquet") as tmp:
         writer = _BatchWriter(tmp, RECIPES_SCHEMA)
         try:
-            accepted = _parse_layer1(src / "layer1.json", writer, rejects, ctx.quiet, cleaned)
+            accepted = _parse_layer1(src / "layer1.json", writer, rejects, ctx.quiet, ctx.executor, cleaned)
         finally:
             writer.close()
     rejected_recipes = len(rejects)
@@ -460,6 +507,7 @@ STAGE = Stage(
 )
 
 
-def parse(src: str | os.PathLike, out: str | os.PathLike, *, force: bool = False, quiet: bool = True):
-    """Run the `parse` stage (skipped when up to date); returns its :class:`StageReport`."""
-    return run_stage(STAGE, src=src, out=out, params={}, force=force, quiet=quiet)
+def parse(src: str | os.PathLike, out: str | os.PathLike, *, force: bool = False, quiet: bool = True, workers: int = 1):
+    """Run the `parse` stage (skipped when up to date); returns its :class:`StageReport`. With
+    ``workers`` > 1, runs of layer1 records are decoded and validated in that many processes."""
+    return run_stage(STAGE, src=src, out=out, params={}, force=force, quiet=quiet, workers=workers)

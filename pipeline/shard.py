@@ -306,8 +306,12 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         reused += was_reused
         bar.update(1)
 
+    # The samples' rows, bucketed into a scratch folder under shards/ (removed when the generator
+    # ends or is closed; a killed run's is removed as stale by the next).
+    samples = shard_rows(out, flat, rows=PLAN_ROWS, scratch=root)
+
     def tasks() -> Iterator[dict[str, Any]]:
-        for index, rows in shard_rows(out, flat, rows=PLAN_ROWS):
+        for index, rows in samples:
             partition, name, _ = flat[index]
             task = _task(index, name, partition, rows, root / partition, images_dir, params)
             stats = _reusable(task)
@@ -317,7 +321,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                 Path(task["stats"]).unlink(missing_ok=True)
                 yield task
 
-    _execute(tasks(), ctx.executor, len(flat), done)
+    try:
+        _execute(tasks(), ctx.executor, len(flat), done)
+    finally:
+        samples.close()
     bar.close()
 
     index, rejections, kinds = {}, [], Counter()

@@ -4,13 +4,12 @@ The plan (which recipe goes to which shard, in which order) needs only each reci
 partition and estimated size, so :func:`plan_shards` computes just those with polars'
 streaming engine: a few dozen bytes a recipe. The text and photo paths of the samples are
 read back by :func:`shard_rows` for a run of consecutive shards at a time (at most ``rows``
-recipes; a streaming semi-join of each table with the run's ids). Each run scans the tables
-again, so that reading grows as recipes^2 / rows (100 scans of each table at Recipe1M+'s 1M
-recipes with ``shard.PLAN_ROWS``; at 100k recipes the stage's CPU time did not grow against the
-one-frame plan, docs/benchmarks.md); one bucketing pass would remove it. The shards are the same,
-byte for byte, as from one in-memory join: their order depends only on the ids and the seed
-(:func:`~.shard.shard_order`). `benchmarks/scale.py` (docs/benchmarks.md, 2026-11-30): the
-stage's peak RSS grew 414 -> 477 MB from 10k to 100k photos, 392 -> 532 MB with the one frame.
+recipes): one streaming pass over each table first appends every planned recipe's rows to the
+Arrow file of its run (a bucket, in a temporary folder under OUT, removed as it is read), then
+each run joins its own bucket. Every table is read once, whatever the corpus size, and memory
+holds one batch of a table or one run's rows. The shards are the same, byte for byte, as from
+one in-memory join: their order depends only on the ids and the seed
+(:func:`~.shard.shard_order`); tests compare each run with the whole-table joins.
 """
 
 from __future__ import annotations
@@ -19,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import os
+import tempfile
+
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .stagekit import TMP_MARK
 
 __all__ = ["ShardPlan", "plan_shards", "shard_rows"]
 
@@ -49,13 +55,16 @@ def plan_shards(out: Path, params: Any, partitions: list[str]) -> ShardPlan:
     from .shard import _TAR_OVERHEAD, cut_shards, estimate_image_bytes, shard_order
 
     counts = _photo_counts(out)
-    names = pl.scan_parquet(out / "ingredients.parquet").select("id", pl.col("ingredients").alias("names"))
-    recipes = pl.scan_parquet(out / "recipes.parquet").select(
-        "id", "partition", "title", pl.col("ingredients").alias("lines"), "instructions")
-    frame = (recipes.join(names, on="id", how="left")
-             .select("id", "partition", (pl.col("title").str.len_bytes() + _text_bytes("lines")
-                                         + _text_bytes("instructions") + _text_bytes("names")).alias("text"))
-             .collect(engine="streaming"))
+    # Each table reduced to a few numbers per recipe before the join (joining first would hold
+    # every recipe's text lists in the join's hash table).
+    names = (pl.scan_parquet(out / "ingredients.parquet")
+             .select("id", _text_bytes("ingredients").alias("names")).collect(engine="streaming"))
+    recipes = (pl.scan_parquet(out / "recipes.parquet")
+               .select("id", "partition", (pl.col("title").str.len_bytes() + _text_bytes("ingredients")
+                                           + _text_bytes("instructions")).alias("lines"))
+               .collect(engine="streaming"))
+    frame = recipes.join(names, on="id", how="left").select(
+        "id", "partition", (pl.col("lines") + pl.col("names").fill_null(0)).alias("text"))
     per_image = estimate_image_bytes(params.image_size, params.quality) + 32  # + its id in the JSON
     frame = frame.join(counts, on="id", how="inner").with_columns(
         (3 * _TAR_OVERHEAD + 1024 + pl.col("text")
@@ -71,17 +80,31 @@ def plan_shards(out: Path, params: Any, partitions: list[str]) -> ShardPlan:
     return ShardPlan(shards, frame.height)
 
 
-def _read_rows(out: Path, wanted: pl.DataFrame) -> pl.DataFrame:
-    """The sample rows of the recipes in ``wanted`` (one column ``id``), in ``wanted`` order."""
-    names = pl.scan_parquet(out / "ingredients.parquet").select("id", pl.col("ingredients").alias("names"))
-    classes = pl.scan_parquet(out / "recipe_classes.parquet").select("id", "class_id")
+_SOURCES = {  # table -> (file, columns, the column holding the recipe id)
+    "recipes": ("recipes.parquet", ["id", "title", "ingredients", "instructions"], "id"),
+    "names": ("ingredients.parquet", ["id", "ingredients"], "id"),
+    "classes": ("recipe_classes.parquet", ["id", "class_id"], "id"),
+    "images": ("images.parquet", ["image_id", "recipe_id", "position", "path"], "recipe_id"),
+}
+MAX_OPEN_BUCKETS = 256  # bucket files written at once (one per run of shards, or per group of runs)
+
+
+def _scan(out: Path, table: str) -> pl.LazyFrame:
+    name, columns, _ = _SOURCES[table]
+    return pl.scan_parquet(out / name).select(columns)
+
+
+def _read_rows(tables: dict[str, pl.LazyFrame], wanted: pl.DataFrame) -> pl.DataFrame:
+    """The sample rows of the recipes in ``wanted`` (one column ``id``), in ``wanted`` order, from
+    ``tables`` (the columns of :data:`_SOURCES`: whole tables, or one bucket of them)."""
+    names = tables["names"].rename({"ingredients": "names"})
+    classes = tables["classes"]
     lazy_wanted = wanted.lazy()
-    recipes = pl.scan_parquet(out / "recipes.parquet").select(
-        "id", "title", pl.col("ingredients").alias("lines"), "instructions")
+    recipes = tables["recipes"].rename({"ingredients": "lines"})
     found = (recipes.join(lazy_wanted, on="id", how="semi").join(names, on="id", how="left")
              .join(classes, on="id", how="left").collect(engine="streaming"))
-    photos = (pl.scan_parquet(out / "images.parquet").select("image_id", "recipe_id", "position", "path")
-              .join(lazy_wanted.rename({"id": "recipe_id"}), on="recipe_id", how="semi").collect(engine="streaming"))
+    photos = (tables["images"].join(lazy_wanted.rename({"id": "recipe_id"}), on="recipe_id", how="semi")
+              .collect(engine="streaming"))
     images = (photos.sort(["recipe_id", "position"]).group_by("recipe_id", maintain_order=True)
               .agg("image_id", "path").rename({"recipe_id": "id"}))
     frame = found.join(images, on="id", how="inner").with_columns(
@@ -90,31 +113,99 @@ def _read_rows(out: Path, wanted: pl.DataFrame) -> pl.DataFrame:
     return frame.join(order, on="id", how="inner").sort("_order").drop("_order")
 
 
-def shard_rows(out: Path, flat: list[tuple[str, str, list[str]]], *, rows: int) -> Iterator[tuple[int, list[dict]]]:
-    """``(index in flat, the shard's rows in sample order)`` for every shard of ``flat``, read
-    for runs of consecutive shards of at most ``rows`` recipes (a larger shard is a run alone)."""
-    run: list[int] = []
+def _runs(flat: list[tuple[str, str, list[str]]], rows: int) -> list[list[int]]:
+    """Consecutive shards of ``flat`` grouped into runs of at most ``rows`` recipes (a larger shard
+    is a run alone)."""
+    runs: list[list[int]] = []
     size = 0
-
-    def emit(run: list[int]) -> Iterator[tuple[int, list[dict]]]:
-        ids = [rid for i in run for rid in flat[i][2]]
-        frame = _read_rows(out, pl.DataFrame({"id": ids}, schema={"id": pl.Utf8}))
-        if frame.height != len(ids):
-            missing = sorted(set(ids) - set(frame["id"].to_list()))
-            raise ValueError(f"{out}: {len(missing)} planned recipe(s) with photos not found when read back from "
-                             f"recipes.parquet / images.parquet, e.g. {', '.join(map(repr, missing[:3]))} (did the "
-                             "tables change while the stage ran?)")
-        start = 0
-        for i in run:
-            n = len(flat[i][2])
-            yield i, frame.slice(start, n).to_dicts()
-            start += n
-
     for i, (_, _, ids) in enumerate(flat):
-        if run and size + len(ids) > rows:
-            yield from emit(run)
-            run, size = [], 0
-        run.append(i)
+        if not runs or (runs[-1] and size + len(ids) > rows):
+            runs.append([])
+            size = 0
+        runs[-1].append(i)
         size += len(ids)
-    if run:
-        yield from emit(run)
+    return runs
+
+
+class _Buckets:
+    """One streaming pass over each table: every row of a planned recipe is appended to the Arrow
+    IPC file of its bucket (a run of shards, or ``group`` consecutive runs), under ``folder``."""
+
+    def __init__(self, out: Path, folder: Path, bucket_of: pl.DataFrame, n_buckets: int):
+        self.folder = folder
+        for table, (name, columns, key) in _SOURCES.items():
+            writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+            try:
+                for batch in pq.ParquetFile(out / name).iter_batches(batch_size=10_000, columns=columns):
+                    frame = pl.from_arrow(batch)
+                    frame = frame.join(bucket_of.rename({"id": key}), on=key, how="inner", maintain_order="left")
+                    for (bucket,), part in frame.partition_by("_bucket", as_dict=True, maintain_order=True).items():
+                        arrow = part.drop("_bucket").to_arrow()
+                        writer = writers.get(bucket)
+                        if writer is None:
+                            writer = writers[bucket] = pa.ipc.new_stream(self.path(table, bucket), arrow.schema)
+                        writer.write_table(arrow)
+            finally:
+                for writer in writers.values():
+                    writer.close()
+            # An empty bucket still needs its (empty) table with the right columns.
+            empty = _scan(out, table).head(0).collect()
+            for bucket in range(n_buckets):
+                if bucket not in writers:
+                    with pa.ipc.new_stream(self.path(table, bucket), empty.to_arrow().schema) as writer:
+                        writer.write_table(empty.to_arrow())
+
+    def path(self, table: str, bucket: int) -> str:
+        return str(self.folder / f"{table}-{bucket:06d}.arrow")
+
+    def read(self, bucket: int) -> dict[str, pl.LazyFrame]:
+        tables = {}
+        for table in _SOURCES:
+            path = self.path(table, bucket)
+            with pa.ipc.open_stream(path) as reader:
+                tables[table] = pl.from_arrow(reader.read_all(), rechunk=False).lazy()
+            os.unlink(path)  # read once; frees the disk as the stage goes
+        return tables
+
+
+def shard_rows(out: Path, flat: list[tuple[str, str, list[str]]], *, rows: int,
+               scratch: Path | None = None) -> Iterator[tuple[int, list[dict]]]:
+    """``(index in flat, the shard's rows in sample order)`` for every shard of ``flat``, read for runs
+    of consecutive shards of at most ``rows`` recipes (a larger shard is a run alone). Each table is
+    read once: its rows are first bucketed by run into temporary Arrow files under ``out``
+    (:class:`_Buckets`) in a temporary folder under ``scratch`` (default ``out``), then each run's
+    rows come from its bucket alone. Close the generator if you stop early: that removes the folder."""
+    runs = _runs(flat, rows)
+    if not runs:
+        return
+    group = -(-len(runs) // MAX_OPEN_BUCKETS)  # runs per bucket file
+    ids, buckets = [], []
+    for r, run in enumerate(runs):
+        for i in run:
+            ids.extend(flat[i][2])
+            buckets.extend([r // group] * len(flat[i][2]))
+    bucket_of = pl.DataFrame({"id": ids, "_bucket": buckets}, schema={"id": pl.Utf8, "_bucket": pl.Int32})
+    bucket_of = bucket_of.unique("id", keep="first", maintain_order=True)
+    del ids, buckets
+    with tempfile.TemporaryDirectory(prefix=f"shard-buckets{TMP_MARK}", dir=scratch or out) as tmp:
+        store = _Buckets(out, Path(tmp), bucket_of, -(-len(runs) // group))
+        del bucket_of
+        for b in range(0, len(runs), group):
+            tables = store.read(b // group)
+            for run in runs[b : b + group]:
+                yield from _emit(out, tables, flat, run)
+
+
+def _emit(out: Path, tables: dict[str, pl.LazyFrame], flat, run: list[int]) -> Iterator[tuple[int, list[dict]]]:
+    ids = [rid for i in run for rid in flat[i][2]]
+    frame = _read_rows(tables, pl.DataFrame({"id": ids}, schema={"id": pl.Utf8}))
+    if frame.height != len(ids):
+        missing = sorted(set(ids) - set(frame["id"].to_list()))
+        raise ValueError(f"{out}: {len(missing)} planned recipe(s) with photos not found when read back from "
+                         f"recipes.parquet / images.parquet, e.g. {', '.join(map(repr, missing[:3]))} (did the "
+                         "tables change while the stage ran?)")
+    start = 0
+    for i in run:
+        n = len(flat[i][2])
+        yield i, frame.slice(start, n).to_dicts()
+        start += n

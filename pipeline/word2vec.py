@@ -4,8 +4,12 @@ The corpus, one sentence per line, is each train recipe's title, its ingredient
 names (multi-word names joined with ``_``: ``olive_oil``) and each instruction
 with those names joined the same way, tokenised by :mod:`.tokenize`. Defaults
 follow im2recipe's word2vec run (skip-gram, hierarchical softmax without
-negative sampling, window 10, 300 dimensions, min_count 10, 10 epochs). gensim
-trains from a corpus file so that every worker thread is busy.
+negative sampling, window 10, 300 dimensions, min_count 10, 10 epochs); the ``fast``
+preset (:data:`PRESETS`) trains CBOW with negative sampling for 5 epochs instead, several
+times faster (docs/benchmarks.md measures both, and how far apart their neighbours are).
+The corpus file is tokenised by the stage's workers (runs of recipes in parallel, written
+in order: the same bytes as one process), then gensim trains from it so that every worker
+thread is busy.
 
 With more than one worker gensim's result depends on thread scheduling; use
 ``workers=1`` when you need bit-identical vectors.
@@ -19,6 +23,7 @@ with ``allow_pickle=True`` (for a folder you made yourself), else it says to re-
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +37,7 @@ from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, atomic_path, ru
 from .tablestream import iter_aligned, num_rows
 from .tokenize import ingredient_token, tokenize, underscore_ingredients
 
-__all__ = ["Word2VecParams", "STAGE", "VECTORS_FILE", "VOCAB_FILE", "PICKLE_FILE", "word2vec", "write_corpus",
+__all__ = ["PRESETS", "Word2VecParams", "STAGE", "VECTORS_FILE", "VOCAB_FILE", "PICKLE_FILE", "word2vec", "write_corpus",
            "write_corpus_files", "load_vectors", "load_vocab", "save_vectors", "UnsafeArtefactError"]
 
 VECTORS_FILE = "vectors.npy"
@@ -54,6 +59,22 @@ class Word2VecParams:
     hs: int = 1  # hierarchical softmax
     negative: int = 0  # no negative sampling
     seed: int = 1234
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Word2VecParams:
+        """The settings of preset ``name`` (:data:`PRESETS`), with ``overrides`` (None values ignored)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown word2vec preset {name!r} (expected one of {', '.join(PRESETS)})")
+        return cls(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+# `im2recipe`: the original word2vec run's settings (the default). `fast`: CBOW with 5 negative
+# samples and 5 epochs; docs/benchmarks.md ("word2vec at scale") has its speed and how close
+# its nearest ingredients are to im2recipe's.
+PRESETS: dict[str, dict[str, int]] = {
+    "im2recipe": {},
+    "fast": {"sg": 0, "hs": 0, "negative": 5, "epochs": 5},
+}
 
 
 def _write_sentences(fh, rows, counts: dict[str, int]) -> None:
@@ -86,20 +107,45 @@ def write_corpus(recipes: pl.DataFrame, ingredients: pl.DataFrame, path: Path, q
     return counts
 
 
-def write_corpus_files(out: Path, path: Path, quiet: bool = True, rows: int | None = None) -> dict[str, int]:
+TOKENISE_ROWS = 5_000  # recipes per tokenising task
+
+
+def _sentences(rows: list[tuple]) -> tuple[str, int, int]:
+    """A worker's task: the corpus lines of ``rows``, with their sentence and token counts."""
+    buf = io.StringIO()
+    counts = {"sentences": 0, "tokens": 0}
+    _write_sentences(buf, rows, counts)
+    return buf.getvalue(), counts["sentences"], counts["tokens"]
+
+
+def write_corpus_files(
+    out: Path, path: Path, quiet: bool = True, rows: int | None = None, executor: Any = None
+) -> dict[str, int]:
     """:func:`write_corpus` from ``out/recipes.parquet`` and ``out/ingredients.parquet``, read in
     step ``rows`` recipes at a time (default ``tablestream.CHUNK_ROWS``): the same file, in
-    bounded memory."""
+    bounded memory. With an ``executor`` (:mod:`.backends`), runs of :data:`TOKENISE_ROWS` recipes
+    are tokenised by its workers and written here in order: the same bytes."""
     counts = {"train_recipes": 0, "sentences": 0, "tokens": 0}
     specs = [(out / "recipes.parquet", ["partition", "title", "instructions"]),
              (out / "ingredients.parquet", ["ingredients"])]
-    with open(path, "w", encoding="utf-8") as fh, tqdm(total=num_rows(specs[0][0]), desc="word2vec corpus",
-                                                       disable=quiet) as bar:
+
+    def runs():
         for recipes, names in iter_aligned(specs, rows):
             train = pl.concat([recipes, names], how="horizontal").filter(pl.col("partition") == "train")
             counts["train_recipes"] += train.height
-            _write_sentences(fh, train.select("title", "instructions", "ingredients").iter_rows(), counts)
+            for start in range(0, train.height, TOKENISE_ROWS):
+                part = train.slice(start, TOKENISE_ROWS)
+                yield part.select("title", "instructions", "ingredients").rows()
             bar.update(recipes.height)
+
+    with open(path, "w", encoding="utf-8") as fh, tqdm(total=num_rows(specs[0][0]), desc="word2vec corpus",
+                                                       disable=quiet) as bar:
+        blocks = executor.imap(_sentences, runs(), describe=lambda r: f"{len(r)} recipes") if executor else map(
+            _sentences, runs())
+        for text, sentences, tokens in blocks:
+            fh.write(text)
+            counts["sentences"] += sentences
+            counts["tokens"] += tokens
     return counts
 
 
@@ -110,7 +156,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     params = Word2VecParams(**ctx.params)
     corpus = out / f"word2vec-corpus.txt{TMP_MARK}{os.getpid()}"  # scratch; removed below or on re-run
     try:
-        stats = write_corpus_files(out, corpus, ctx.quiet)
+        stats = write_corpus_files(out, corpus, ctx.quiet, executor=ctx.executor)
         if stats["tokens"] == 0:
             raise ValueError(f"{out / 'recipes.parquet'}: no train recipes to train word2vec on")
         ctx.log(f"word2vec: {stats['tokens']:,} tokens in {stats['sentences']:,} sentences, {ctx.workers} workers")

@@ -332,3 +332,23 @@ def test_symlinks_that_leave_the_corpus_are_refused_unless_allowed(tmp_path):
         assert q[iid].startswith("symlink leaves the corpus (to ") and str(secret) in q[iid], q
     allowed = shard(src, out, allow_external_links=True).counts
     assert allowed["samples"] == 3 and allowed["images_quarantined"] == 0
+
+
+@pytest.mark.parametrize("rows, max_open", [(7, 256), (7, 2), (10_000, 256)])
+def test_bucketed_read_back_equals_whole_table_joins(demo_prepared, monkeypatch, rows, max_open):
+    """One streaming bucketing pass gives each shard the rows the whole-table joins give it."""
+    import polars as pl
+
+    from recipekit.pipeline import shardplan
+    from recipekit.pipeline.shard import ShardParams
+
+    monkeypatch.setattr(shardplan, "MAX_OPEN_BUCKETS", max_open)
+    flat = shardplan.plan_shards(demo_prepared, ShardParams(max_count=5), ["train", "val", "test"]).flat()
+    assert len(flat) > 6
+    whole = {t: shardplan._scan(demo_prepared, t) for t in shardplan._SOURCES}
+    got = list(shardplan.shard_rows(demo_prepared, flat, rows=rows))
+    assert [i for i, _ in got] == list(range(len(flat)))
+    for i, samples in got:
+        want = shardplan._read_rows(whole, pl.DataFrame({"id": flat[i][2]}, schema={"id": pl.Utf8})).to_dicts()
+        assert samples == want and [s["id"] for s in samples] == flat[i][2]
+    assert not [p for p in demo_prepared.iterdir() if "shard-buckets" in p.name]  # the buckets are gone

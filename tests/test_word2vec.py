@@ -106,3 +106,26 @@ def test_vectors_load_without_pickle_and_an_old_kv_pickle_only_when_allowed(tmp_
         load_vectors(tmp_path / "old", allow_pickle=True)  # the opt-in runs it (then gensim chokes)
     assert _Boom.target.exists()
 
+
+def test_corpus_tokenised_by_workers_is_the_same_file(tmp_path, monkeypatch):
+    """Runs of recipes tokenised in worker processes, written in order: the bytes of one process."""
+    from recipekit.pipeline import word2vec as w2v
+    from recipekit.pipeline.backends import PoolExecutor
+
+    out = _prepared(tmp_path)
+    one = w2v.write_corpus_files(out, tmp_path / "one.txt")
+    monkeypatch.setattr(w2v, "TOKENISE_ROWS", 7)  # many runs, the last one short
+    with PoolExecutor(2) as executor:
+        two = w2v.write_corpus_files(out, tmp_path / "two.txt", rows=11, executor=executor)
+    assert one == two and one["sentences"] > 100
+    assert (tmp_path / "one.txt").read_bytes() == (tmp_path / "two.txt").read_bytes()
+
+
+def test_presets():
+    import pytest
+
+    assert Word2VecParams.preset("im2recipe") == Word2VecParams()
+    fast = Word2VecParams.preset("fast", epochs=None, window=5)
+    assert (fast.sg, fast.hs, fast.negative, fast.epochs, fast.window) == (0, 0, 5, 5, 5)
+    with pytest.raises(ValueError, match="unknown word2vec preset 'slow'"):
+        Word2VecParams.preset("slow")

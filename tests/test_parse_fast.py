@@ -1,0 +1,118 @@
+"""The parse stage's orjson + worker path writes the same tables, byte for byte, as the
+standard library in one process; errors name the same byte offset."""
+
+import json
+import shutil
+
+import pytest
+
+from recipekit.pipeline import jsonfast
+from recipekit.pipeline import parse as parse_mod
+from recipekit.pipeline.jsonstream import JSONStreamError
+from recipekit.pipeline.parse import parse
+
+pytestmark = pytest.mark.skipif(jsonfast.orjson is None, reason="orjson not installed")
+TABLES = ["recipes.parquet", "images.parquet", "det_ingrs.parquet", "quarantine.parquet"]
+
+
+def _recipe(rid, partition="train", **over):
+    r = {
+        "id": rid,
+        "title": f"Soup &amp; bread {rid} ½",
+        "ingredients": [{"text": "2 cups  tomatoes"}, {"text": "1 tbsp olive oil"}],
+        "instructions": [{"text": "Cook the tomatoes."}, {"text": "Serve [hot], {warm}, \"now\"\\."}],
+        "partition": partition,
+        "url": f"http://example.org/{rid}",
+    }
+    r.update(over)
+    return r
+
+
+def _hostile_records() -> list[str]:
+    """Records as JSON text: bad ones (quarantined), ones only the standard library may decode,
+    duplicates far apart."""
+    out = [json.dumps(_recipe(f"r{i}", ["train", "val", "test"][i % 3]), ensure_ascii=i % 2 == 0) for i in range(60)]
+    out[5] = json.dumps(_recipe("r5", url=5))
+    out[9] = '{"id": "n1", "title": "t", "partition": "train", "url": NaN, "ingredients": [], "instructions": []}'
+    out[14] = json.dumps(_recipe(12345678901234567890123))  # an id beyond 64 bits: still an int
+    out[20] = json.dumps(_recipe("deep", extra=json.loads("[" * 600 + "]" * 600)))
+    out[21] = json.dumps(_recipe("sur")).replace('"id": "sur"', '"id": "sur", "x": "\\ud800"')
+    out[33] = json.dumps(_recipe("r1", title="a duplicate"))
+    out[47] = '["not", "an", "object"]'
+    out[52] = json.dumps(_recipe("r52", partition="dev"))
+    out[58] = json.dumps(_recipe("r2", title="another duplicate"))
+    return out
+
+
+def _corpus(root, records, layer2=(), det=None):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "layer1.json").write_text("[\n" + ",\n".join(records) + "\n]\n", encoding="utf-8")
+    (root / "layer2.json").write_text(json.dumps(list(layer2)), encoding="utf-8")
+    if det is not None:
+        (root / "det_ingrs.json").write_text(json.dumps(det), encoding="utf-8")
+    return root
+
+
+def _both(src, tmp_path, monkeypatch, batch_bytes=700, workers=2):
+    """Parse once with the standard library in one process, once with orjson in ``workers``
+    processes and tiny batches; returns the two OUT folders."""
+    monkeypatch.setattr(parse_mod, "BATCH", 7)  # many row groups, with remainders
+    monkeypatch.setenv("RECIPEKIT_JSON", "stdlib")
+    parse(src, tmp_path / "stdlib")
+    monkeypatch.delenv("RECIPEKIT_JSON")
+    monkeypatch.setattr(jsonfast, "BATCH_BYTES", batch_bytes)
+    parse(src, tmp_path / "fast", workers=workers)
+    return tmp_path / "stdlib", tmp_path / "fast"
+
+
+def _assert_identical(a, b):
+    for name in TABLES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_tables_byte_identical_with_hostile_records(tmp_path, monkeypatch):
+    layer2 = [{"id": f"r{i}", "images": [{"id": f"img{i}.jpg", "url": "u"}]} for i in range(0, 60, 4)]
+    det = [{"id": f"r{i}", "ingredients": [{"text": "Tomatoes"}, {"text": "x"}], "valid": [True, False]}
+           for i in range(0, 60, 3)]
+    src = _corpus(tmp_path / "src", _hostile_records(), layer2, det)
+    a, b = _both(src, tmp_path, monkeypatch)
+    _assert_identical(a, b)
+    import polars as pl
+
+    q = pl.read_parquet(b / "quarantine.parquet")
+    reasons = " | ".join(q["reason"].to_list())
+    for why in ["field 'url' must be a string, got int", "got float", "field 'id' must be a string, got int",
+                "duplicate id", "record is not a JSON object", "unknown partition 'dev'"]:
+        assert why in reasons
+    assert "deep" in pl.read_parquet(b / "recipes.parquet")["id"].to_list()
+
+
+def test_real_corpus_tables_byte_identical(recipes_en, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ["layer1.json", "layer2.json", "det_ingrs.json"]:
+        if (recipes_en / name).exists():
+            shutil.copy(recipes_en / name, src / name)
+    a, b = _both(src, tmp_path, monkeypatch, batch_bytes=200_000)
+    _assert_identical(a, b)
+
+
+@pytest.mark.parametrize("where", [0.2, 0.5, 0.97])
+def test_syntax_error_names_the_same_offset(tmp_path, monkeypatch, where):
+    records = _hostile_records()
+    text = "[\n" + ",\n".join(records) + "\n]\n"
+    cut = text.index("{", int(len(text) * where))  # break the record that starts there
+    broken = text[:cut] + text[cut:].replace(":", " ", 1)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "layer1.json").write_text(broken, encoding="utf-8")
+    (src / "layer2.json").write_text("[]", encoding="utf-8")
+    offsets = []
+    for env, workers in [("stdlib", 1), ("", 2)]:
+        monkeypatch.setenv("RECIPEKIT_JSON", env)
+        monkeypatch.setattr(jsonfast, "BATCH_BYTES", 500)
+        with pytest.raises(JSONStreamError) as info:
+            parse(src, tmp_path / f"out-{env}", workers=workers)
+        offsets.append((info.value.offset, info.value.reason))
+    assert offsets[0] == offsets[1]
+    assert offsets[0][0] > cut - 1 and not (tmp_path / "out-" / "recipes.parquet").exists()
