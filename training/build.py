@@ -101,6 +101,8 @@ def build_optimizer(cfg: TrainConfig, model, extra: list[nn.Module]) -> torch.op
     o = cfg.optim
     backbone = list(model.image_tower.backbone.parameters())
     ids = {id(p) for p in backbone}
+    if getattr(model, "generator", None) is not None:  # [gan]: the generator has its own optimiser (adversarial.py)
+        ids |= {id(p) for p in model.generator.parameters()}
     rest = [p for p in model.parameters() if id(p) not in ids]
     for module in extra:
         if module is not None:
@@ -179,12 +181,18 @@ class TrainStep(nn.Module):
         self.model, self.loss, self.recipe_loss = model, loss, recipe_loss
         self.recipe_weight, self.matching_weight = cfg.loss.recipe_weight, cfg.loss.matching_weight
         self.info, self.amp = info, amp
+        # [gan] runs (training/adversarial.py): the translation heads train with the embedders
+        # (registered: DDP syncs them); the Adversary (not a module) holds the discriminators.
+        self.cfg, self.adversary, self.adv_heads, self.stash = cfg, None, None, None
         # InfoNCE gathers by itself; every other loss sees the global batch gathered here
         self.gather = info.distributed and cfg.loss.name != "infonce"
         local_with_grad = cfg.loss.options.get("local_loss") and cfg.loss.options.get("gather_with_grad")
         # the gradient reaching this rank's embeddings is scaled (not the loss: the loss's own
         # parameters, e.g. InfoNCE's temperature, see the global batch on every rank already)
         self.pair_scale = float(info.world_size) if info.distributed and not local_with_grad else 1.0
+
+    def attach_adversary(self, adversary) -> None:
+        self.adversary, self.adv_heads = adversary, adversary.heads
 
     def _autocast(self):
         if not self.amp.enabled:
@@ -194,8 +202,9 @@ class TrainStep(nn.Module):
     def _recipe_term(self, components: dict) -> torch.Tensor:
         return self.recipe_loss({k: v.float() for k, v in components.items()})
 
-    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None) -> dict:
+    def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None, ingredients=None) -> dict:
         out_losses = {}
+        local_labels = labels
         with self._autocast():
             if kind == "recipe":
                 out = self.model(recipes=recipes)
@@ -225,5 +234,13 @@ class TrainStep(nn.Module):
             if matching is not None:
                 total = total + self.matching_weight * matching.float()
                 out_losses["matching"] = matching.detach().float()
+        if self.adversary is not None:  # [gan]: the joint step's adversarial and translation terms
+            from .adversarial import joint_terms
+
+            with self._autocast():
+                extra, logs, self.stash = joint_terms(self.cfg, self.model, self.adv_heads, self.adversary.discs,
+                                                      out, images, local_labels, ingredients)
+            total = total + extra.float()
+            out_losses.update(logs)
         out_losses["total"] = total
         return out_losses
