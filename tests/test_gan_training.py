@@ -8,6 +8,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -209,3 +210,90 @@ def test_gan_config_errors(prepared_demo, change, message):
         cfg[section].update(values)
     with pytest.raises(ConfigError, match=message):
         load_config(cfg)
+
+
+# -- generation: eval.json and `recipekit generate` ------------------------------------------------------
+def test_frechet_distance_against_scipy():
+    import numpy as np
+    from scipy import linalg
+
+    from recipekit.evaluation.generation import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 4)), rng.normal(loc=0.5, scale=2.0, size=(300, 4))
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    direct = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa + sb - 2 * linalg.sqrtm(sa @ sb).real)
+    assert frechet_distance(a, b) == pytest.approx(direct, rel=1e-8)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_distance(rng.normal(size=(5, 16)), rng.normal(size=(6, 16))) > 0  # N < D works
+
+
+def test_eval_adds_the_generation_block(acme_run):
+    from recipekit.evaluation import EvalProtocol, evaluate
+    from recipekit.evaluation.metrics import evaluate_bags
+    from recipekit.evaluation.generation import frechet_distance, generated_embeddings
+
+    protocol = EvalProtocol(bag_size=20, n_bags=3, n_bags_large=0)
+    result = evaluate(acme_run.run_dir, split="val", protocol=protocol, device="cpu", batch_size=16)
+    saved = json.loads(result.json_path.read_text())
+    gen = saved["generation"]
+    assert gen["pairs"] == saved["data"]["pairs"] == 42
+    (row,) = [r for r in gen["retrieval"] if r.get("applicable", True)]
+    assert row["bag_size"] == 20 and row["n_bags"] == 3
+    stats = row["generated_image_to_recipe"]
+    assert set(stats) == {"medR", "R@1", "R@5", "R@10"} and 1 <= stats["medR"]["mean"] <= 20
+    assert gen["frechet_image_tower"] > 0 and "not Inception FID" in gen["frechet_features"]
+    # the same figures from the parts: generated-photo embeddings as queries over the same bags
+    from recipekit.embedders import load_embedder
+
+    model = load_embedder(acme_run.run_dir / "best.pt")
+    queries = generated_embeddings(model, result.embeddings.recipe, seed=protocol.seed, batch_size=7)
+    again = evaluate_bags(queries, result.embeddings.recipe, bag_size=20, n_bags=3, seed=protocol.seed)
+    assert again["image_to_recipe"]["medR"]["mean"] == pytest.approx(stats["medR"]["mean"])
+    assert frechet_distance(result.embeddings.image, queries) == pytest.approx(gen["frechet_image_tower"], rel=1e-4)
+    assert "Generation: recipe -> generated photo -> recipe" in result.md_path.read_text()
+
+
+RECIPE = {"title": "Tomato soup", "ingredients": [{"text": "4 tomatoes"}, {"text": "1 onion"}, {"text": "salt"}],
+          "instructions": [{"text": "Chop the onion."}, {"text": "Simmer the tomatoes with the onion."}]}
+
+
+def test_cli_generate_end_to_end(acme_run, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from recipekit.cli.main import main
+
+    recipe = tmp_path / "soup.json"
+    recipe.write_text(json.dumps(RECIPE))
+    runner = CliRunner()
+    out = tmp_path / "out" / "soup.png"
+    res = runner.invoke(main, ["generate", str(acme_run.run_dir), "--recipe", str(recipe), "--out", str(out),
+                               "--n", "3", "--seed", "5", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    with Image.open(out) as im:
+        assert im.size == (3 * 66 + 2, 66 + 2)
+        first = np.asarray(im.convert("RGB"))
+    assert first[2:66, 2:66].std() > 0  # not a blank tile
+    again = tmp_path / "again.png"
+    assert runner.invoke(main, ["generate", str(acme_run.run_dir), "--recipe", str(recipe), "--out", str(again),
+                                "--n", "3", "--seed", "5", "--device", "cpu"]).exit_code == 0
+    with Image.open(again) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), first)  # the seed fixes the noise
+    other = tmp_path / "other.png"
+    runner.invoke(main, ["generate", str(acme_run.run_dir), "--recipe", str(recipe), "--out", str(other),
+                         "--n", "3", "--seed", "6", "--device", "cpu"])
+    with Image.open(other) as im:
+        assert not np.array_equal(np.asarray(im.convert("RGB")), first)
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"title": "Water", "ingredients": [], "instructions": [{"text": "Pour."}]}))
+    res = runner.invoke(main, ["generate", str(acme_run.run_dir), "--recipe", str(bare), "--out", str(tmp_path / "x.png")])
+    assert res.exit_code == 1 and "the recipe has no ingredients" in res.output and str(bare) in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_generate_refuses_a_model_without_generator(trained_demo_run, tmp_path):
+    from recipekit.evaluation.generation import generate
+
+    with pytest.raises(ValueError, match="has no generator"):
+        generate(trained_demo_run, RECIPE, tmp_path / "x.png")
