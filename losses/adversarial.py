@@ -84,13 +84,18 @@ class IngredientHead(nn.Module):
         return self.net(x)
 
 
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors (AMP), else as given (float64 stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, *,
                      generator: torch.Generator | None = None, create_graph: bool = True) -> torch.Tensor:
     """WGAN-GP: ``mean_i (||grad D(x_i)||_2 - 1)^2`` at random interpolates of the (detached)
     ``real`` and ``fake`` rows (module doc). ``create_graph``: keep the graph so the penalty
     trains the critic."""
-    real, fake = real.detach().float(), fake.detach().float()
-    e = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device)
+    real, fake = _full(real.detach()), _full(fake.detach())
+    e = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device).to(real.dtype)
     x = (e * real + (1 - e) * fake).requires_grad_(True)
     with torch.autocast(real.device.type, enabled=False):
         out = critic(x)
