@@ -297,3 +297,28 @@ def test_generate_refuses_a_model_without_generator(trained_demo_run, tmp_path):
 
     with pytest.raises(ValueError, match="has no generator"):
         generate(trained_demo_run, RECIPE, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("name, method", [("demo_acme", "acme"), ("demo_r2gan", "r2gan"), ("demo_tnlbt", "tnlbt"),
+                                          ("acme", "acme"), ("r2gan", "r2gan"), ("tnlbt", "tnlbt")])
+def test_packaged_gan_configs_load(name, method):
+    from recipekit.training.config import load_config
+
+    cfg = load_config(name)
+    assert cfg.gan.method == method and not cfg.train.cache_features
+    assert cfg.model.overrides["generator"]["image_size"] in (64, 128)
+
+
+def test_demo_takes_the_gan_configs(tmp_path):
+    from click.testing import CliRunner
+
+    from recipekit.cli.main import main
+    from recipekit.training.demo import DEMO_CONFIGS, run_full_demo
+
+    assert DEMO_CONFIGS == ("demo", "demo_acme", "demo_r2gan", "demo_tnlbt")
+    with pytest.raises(ValueError, match="choose from demo, demo_acme"):
+        run_full_demo(tmp_path / "d", config="acme")
+    res = CliRunner().invoke(main, ["demo", "--help"])
+    assert res.exit_code == 0 and "demo_tnlbt" in res.output
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--config", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output

@@ -201,6 +201,11 @@ class Adversary:
 
     # -- the joint step's second optimiser -------------------------------------------------------
     def step_generator(self, scaler) -> None:
+        """Step the generator's Adam on the joint backward's gradients; nothing after a
+        recipe-only batch (no gradient reached it; GradScaler.step would refuse an optimiser
+        without any)."""
+        if not any(p.grad is not None for p in self.model.generator.parameters()):
+            return
         if scaler is not None:
             scaler.step(self.g_opt)
         else:
