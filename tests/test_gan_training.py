@@ -174,8 +174,23 @@ def test_r2gan_and_tnlbt_train_with_bf16_autocast(prepared_demo, tmp_path):
 
 
 def _ddp_worker(rank: int, cfg: dict, run: str, init: str) -> None:
+    from recipekit.training import trainer
+
     torch.set_num_threads(1)
-    train(cfg, run, device="cpu", rank=rank, world_size=2, init_method=init)
+    seen = []
+    fit = trainer._Run.fit
+
+    def spy(self, *args, **kwargs):  # the discriminators' weights after training, per rank
+        out = fit(self, *args, **kwargs)
+        seen.append({k: v.clone() for k, v in self.adv.discs.state_dict().items() if v.is_floating_point()})
+        return out
+
+    trainer._Run.fit = spy
+    try:
+        train(cfg, run, device="cpu", rank=rank, world_size=2, init_method=init)
+    finally:
+        trainer._Run.fit = fit
+    torch.save(seen[0], f"{run}-discs{rank}.pt")
 
 
 @pytest.mark.slow
@@ -191,6 +206,12 @@ def test_gan_ddp_with_two_gloo_processes(prepared_demo, tmp_path):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 1 and lines[0]["loss_gan_d_image"] is not None
     assert (run / "generated" / "epoch_001.png").is_file()
+    d0, d1 = (torch.load(f"{run}-discs{r}.pt", weights_only=True) for r in range(2))
+    # same initial weights and averaged gradients: the ranks' discriminators stay equal
+    # (BatchNorm running statistics are per rank: they are not weights)
+    for key in d0:
+        if "running" not in key:
+            torch.testing.assert_close(d0[key], d1[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
 # -- config errors ------------------------------------------------------------------------------------

@@ -181,8 +181,12 @@ class Adversary:
         self.targets = IngredientTargets(prepared, g.ingredient_vocab)
         G = model.generator
         dev = info.device
-        self.heads = AdversarialHeads(model.embed_dim, len(self.targets), num_classes(prepared)).to(dev)
-        self.discs = Discriminators(g.method, model.embed_dim, G.image_size, G.cond_dim, g.disc_channels).to(dev)
+        # the same initial weights on every rank (the discriminators are outside DDP, which would
+        # otherwise broadcast rank 0's), without touching the per-rank random streams
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed + 1)
+            self.heads = AdversarialHeads(model.embed_dim, len(self.targets), num_classes(prepared)).to(dev)
+            self.discs = Discriminators(g.method, model.embed_dim, G.image_size, G.cond_dim, g.disc_channels).to(dev)
         betas = (g.beta1, g.beta2)
         self.g_opt = torch.optim.Adam(G.parameters(), lr=g.generator_lr, betas=betas)
         self.d_opt = torch.optim.Adam(self.discs.parameters(), lr=g.discriminator_lr, betas=betas)
