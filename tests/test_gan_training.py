@@ -129,6 +129,14 @@ def test_gan_run_folder_and_per_term_losses(acme_run):
                     "loss_gan_gp", "loss_gan_d_image", "loss_gan_ingredients", "loss_gan_class_fake"):
             assert isinstance(r[key], float), key
         assert r["loss"] == pytest.approx(r["loss_pair"] + r["loss_gan_total"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss_gan_critic", "train/loss_gan_d_image", "train/loss_gan_img", "train/loss_pair"} <= tags
+    assert [e.value for e in events.Scalars("train/loss_gan_critic")] == pytest.approx(
+        [r["loss_gan_critic"] for r in lines], rel=1e-6)
     for epoch in (1, 2):
         png = run / "generated" / f"epoch_{epoch:03d}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
