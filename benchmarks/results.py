@@ -6,6 +6,7 @@
     python benchmarks/results.py --corpus all --render --write     # rewrite the sections from results.json
     python benchmarks/results.py --corpus recipes-en --methods random cca ht --seeds 0
     python benchmarks/results.py --corpus demo --ablations --write    # the seeds' ablations, beside their base rows
+    python benchmarks/results.py --corpus demo --gan acme r2gan tnlbt --seeds 0 --write   # the GAN family
 
 For each corpus (the synthetic demo corpus, and the real photos of ../shared/data/recipes-en and
 recipes-zh) the script prepares the corpus once under ``--work`` (reused when already there), then
@@ -836,6 +837,108 @@ def ablation_reading(corpus: str, facts: dict, results: dict[str, list[dict]]) -
     return text
 
 
+# -- the GAN family (ACME, R2GAN, TNLBT) ---------------------------------------------------------
+GAN_LABELS = {"acme": "ACME", "r2gan": "R2GAN", "tnlbt": "TNLBT"}
+
+
+def gan_config(method: str, corpus: str, prepared: Path, seed: int, epochs: int) -> dict:
+    """The shared settings of the ``ht`` row (tower, embed size, lr, schedule, batch, frozen
+    EfficientNet-Lite0) with the ``[gan]`` section and generator of ``configs/demo_{method}.toml``.
+    The discriminators see the photos, so the features are not cached and the image tower reads
+    64 px crops (the size of the demo configs; 224 px is out of reach on 2 CPU cores)."""
+    import tomllib
+
+    demo = tomllib.loads((ROOT / "configs" / f"demo_{method}.toml").read_text(encoding="utf-8"))
+    cfg = method_config("ht" if SETTINGS[corpus]["towers"] == "w2v" else "ht_w2v", corpus, prepared,
+                        Path("unused"), seed, epochs)
+    cfg["data"].pop("feature_cache")
+    if method != "tnlbt":  # ACME and R2GAN have no recipe loss (nor recipe-only batches)
+        cfg["loss"] = {"name": "triplet", "margin": 0.3, "combine": "sum"}
+        cfg["data"].pop("recipe_only_ratio", None)
+        cfg["data"].pop("recipe_only_batch_size", None)
+    cfg["model"]["overrides"]["image"] = {**IMAGE, "image_size": 64}
+    cfg["model"]["overrides"]["generator"] = demo["model"]["overrides"]["generator"]
+    cfg["train"]["cache_features"] = False
+    cfg["gan"] = demo["gan"]
+    return cfg
+
+
+def run_gan(methods: list[str], corpus: str, seeds: list[int] | None, epochs: int | None, work: Path) -> str:
+    """Train and evaluate the GAN-family methods on one corpus; the Markdown section."""
+    import shutil
+
+    import torch
+
+    from recipekit.evaluation import EvalProtocol, evaluate
+
+    from recipekit.training import train
+
+    s = SETTINGS[corpus]
+    seeds = list(seeds if seeds is not None else (0,))
+    epochs = epochs or 6
+    protocol = EvalProtocol(bag_size=1000, n_bags=10, n_bags_large=0)
+    prepared = prepare_corpus(corpus, work)
+    facts = corpus_facts(prepared)
+    load0, t_start = os.getloadavg()[0], time.perf_counter()
+    rows, gen_rows = [], []
+    for method in methods:
+        runs = []
+        for seed in seeds:
+            run = work / corpus / "runs" / f"gan-{method}-s{seed}"
+            if run.exists():
+                shutil.rmtree(run)
+            t0 = time.perf_counter()
+            result = train(gan_config(method, corpus, prepared, seed, epochs), run, device="cpu")
+            train_s = time.perf_counter() - t0
+            ev = evaluate(run, split="test", protocol=protocol, device="cpu", batch_size=32)
+            (run / "checkpoints" / "last.pt").unlink(missing_ok=True)
+            runs.append({"test": ev.report["bags"][0], "val": result.best_metrics, "best_epoch": result.best_epoch,
+                         "train_s": train_s, "generation": ev.report["generation"]})
+            log(f"[{corpus}] {method} seed {seed}: test i->r medR "
+                f"{runs[-1]['test']['image_to_recipe']['medR']['mean']:.1f}; train {train_s:.0f}s")
+        summ = summarise(runs)
+        cells = [_fmt(*summ[(d, m)], m) for d in DIRS for m in METRICS]
+        vals = [r["val"]["image_to_recipe"]["medR"] for r in runs]
+        rows.append(f"| {GAN_LABELS[method]} | " + " | ".join(cells) + f" | {_fmt(*_agg(vals), 'medR')} | "
+                    + ", ".join(str(r["best_epoch"]) for r in runs)
+                    + f" | {statistics.fmean(r['train_s'] for r in runs):.0f} |")
+        gen = [next(x for x in r["generation"]["retrieval"] if x.get("applicable", True)) for r in runs]
+        g_cells = [_fmt(*_agg([x["generated_image_to_recipe"][m]["mean"] for x in gen]), m) for m in METRICS]
+        fd = _agg([r["generation"]["frechet_image_tower"] for r in runs])
+        gen_rows.append(f"| {GAN_LABELS[method]} | " + " | ".join(g_cells)
+                        + f" | {fd[0]:.3f}" + (f" ± {fd[1]:.3f}" if fd[1] is not None else "") + " |")
+    bag = facts["pairs"]["test"]
+    lines = [
+        f"Machine: {machine()}; torch {torch.__version__} on {torch.get_num_threads()} thread(s), CPU only. "
+        f"Date: {today()}. Load average (1 min) at start and end: {load0:.2f}, {os.getloadavg()[0]:.2f}.",
+        "",
+        f"Command: `{' '.join(['python', 'benchmarks/results.py', *sys.argv[1:]])}` "
+        f"({(time.perf_counter() - t_start) / 60:.1f} min).",
+        "",
+        f"Settings: as the H-T row of this corpus (its H-T word2vec tower on the real corpora: the ht_w2v row; embed {EMBED_DIM}, Adam lr {s['lr']:g}, "
+        f"cosine with 1 warm-up epoch, batch {s['batch_size']}, frozen EfficientNet-Lite0, selection on val) "
+        f"except: photos not cached and read at 64 px, {epochs} epochs, the [gan] section of "
+        "configs/demo_METHOD.toml (64 px generator, 16 channels, translation weight 0.05). "
+        + (f"{len(seeds)} seeds." if len(seeds) > 1 else "One seed (0): no spread over seeds."),
+        "",
+        f"Retrieval, test split, one bag of all {bag} pairs:",
+        "",
+        "| method | i→r medR | i→r R@1 | i→r R@5 | i→r R@10 | r→i medR | r→i R@1 | r→i R@5 | r→i R@10 "
+        "| val i→r medR | epoch | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        "Generation (eval.json `generation`): recipe -> generated photo -> recipe retrieval over the same bag, "
+        "and the Fréchet distance between real and generated photos on the run's own image-tower embeddings "
+        "(not Inception FID; comparable only between runs sharing an image tower):",
+        "",
+        "| method | gen→r medR | gen→r R@1 | gen→r R@5 | gen→r R@10 | frechet_image_tower |",
+        "|---|---:|---:|---:|---:|---:|",
+        *gen_rows,
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", choices=[*CORPORA, "all"], default="all")
@@ -853,6 +956,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --ablations: only these rows")
     ap.add_argument("--reuse", action="store_true",
                     help="with --ablations: keep the run folders already finished with the same config")
+    ap.add_argument("--gan", nargs="+", choices=sorted(GAN_LABELS), default=None,
+                    help="only these GAN-family methods (section results-gan-CORPUS)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on the shared 2-core VM, 2 threads ran 3x slower under load)")
     args = ap.parse_args(argv)
@@ -860,6 +965,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     memoise_minilm()
+    if args.gan:
+        for corpus in (CORPORA if args.corpus == "all" else (args.corpus,)):
+            body = run_gan(args.gan, corpus, args.seeds, args.epochs, args.work)
+            print(f"\n## {corpus}: GAN family\n\n{body}\n", flush=True)
+            if args.write:
+                replace_section(DOC, f"results-gan-{corpus}", body, f"GAN family: {corpus}")
+        return 0
     if args.sweep:
         corpus = "recipes-en" if args.corpus == "all" else args.corpus
         text = sweep(corpus, args.work)

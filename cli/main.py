@@ -144,15 +144,21 @@ def demo_data_cmd(out, recipes, seed, image_fraction, image_size, workers):
     click.echo(json.dumps(counts))
 
 
+DEMO_CONFIGS = ("demo", "demo_acme", "demo_r2gan", "demo_tnlbt")  # = recipekit.training.demo.DEMO_CONFIGS
+
+
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True)
 @click.option("--recipes", type=click.IntRange(50), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Where to train and evaluate: cpu, cuda, auto.")
+@click.option("--config", "config", type=click.Choice(DEMO_CONFIGS), default="demo", show_default=True,
+              help="The packaged CPU config to train: demo (H-T), or the GAN family's demo_acme, demo_r2gan, "
+                   "demo_tnlbt.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of the packaged `demo` training config, e.g. --set train.epochs=5.")
+              help="Override a key of that training config, e.g. --set train.epochs=5.")
 @click.option("--quiet", is_flag=True)
-def demo_cmd(out, recipes, seed, device, overrides, quiet):
+def demo_cmd(out, recipes, seed, device, config, overrides, quiet):
     """The main job on the embedded demo corpus: generate it, prepare it, train on CPU, evaluate.
 
     Prints the test-split table and the path of OUT/run/eval/test/eval.json. Without the `train`
@@ -161,13 +167,15 @@ def demo_cmd(out, recipes, seed, device, overrides, quiet):
     from recipekit.training.demo import run_full_demo
 
     try:
-        result = run_full_demo(out, recipes=recipes, seed=seed, quiet=quiet, device=device, overrides=list(overrides))
+        result = run_full_demo(out, recipes=recipes, seed=seed, quiet=quiet, device=device, overrides=list(overrides),
+                               config=config)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(result.report)
 
 
 from .eval_cmd import eval_cmd  # noqa: E402  (each command lives in its own module)
+from .generate_cmd import generate_cmd  # noqa: E402
 from .serve_cmd import plot_cmd, serve_cmd  # noqa: E402
 from .search_cmd import index_cmd, search_cmd  # noqa: E402
 from .train_cmd import train_cmd  # noqa: E402
@@ -178,6 +186,7 @@ main.add_command(plot_cmd)
 main.add_command(serve_cmd)
 main.add_command(index_cmd)
 main.add_command(search_cmd)
+main.add_command(generate_cmd)
 
 
 if __name__ == "__main__":

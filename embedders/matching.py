@@ -1,4 +1,4 @@
-"""Cross-modal matching head of T-Food / TNLBT (image-text matching, "ITM").
+"""Cross-modal matching head of T-Food (image-text matching, "ITM"; Shukor et al., CVPRW 2022).
 
 A small transformer *decoder*: the recipe tokens (projected to ``dim``) are the queries, they
 attend to themselves and, through cross-attention, to the image tokens (ViT patches or CNN
@@ -14,7 +14,8 @@ most similar one (``negatives="hardest"``, deterministic); cross-entropy over th
 
 Re-ranking (:meth:`MatchingHead.rerank`): the top-k candidates of each query by embedding
 similarity are re-ordered by matching score. T-Food's extra image-side decoder (image tokens
-attending to recipe sentences, ``cross_decoder_image``) is not implemented.
+attending to recipe sentences, ``cross_decoder_image``) is not implemented. (TNLBT has no such
+head: its decoder side generates images from recipe embeddings, :mod:`recipekit.embedders.generator`.)
 """
 
 from __future__ import annotations

@@ -86,6 +86,11 @@ class JointEmbedder(nn.Module):
             if self.recipe_tower.token_dim is None:
                 raise ValueError(f"the {rcfg['tower']!r} recipe tower has no tokens for a matching head")
             self.matching = MatchingHead(self.recipe_tower.token_dim, self.image_tower.feature_dim, **self.config["matching"])
+        self.generator = None
+        if self.config.get("generator") is not None:  # ACME / R2GAN / TNLBT: recipe embedding -> photo
+            from .generator import RecipeImageGenerator
+
+            self.generator = RecipeImageGenerator(dim, **self.config["generator"])
 
     @property
     def embed_dim(self) -> int:
@@ -113,6 +118,38 @@ class JointEmbedder(nn.Module):
         if self.matching is None:
             raise ValueError("this embedder has no matching head (config 'matching')")
         return self.matching.loss(out.image, out.recipe, out.image_tokens, out.recipe_tokens, out.recipe_mask, negatives, generator)
+
+    def embed_generated(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image-tower embeddings of generated images (in [-1, 1], any size), with
+        gradients reaching the images even when the backbone is frozen (translation consistency:
+        the generator learns through the image tower)."""
+        from .generator import to_tower_input
+
+        tower = self.image_tower
+        x = to_tower_input(images, tower.image_size, tower.mean, tower.std)
+        if tower.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        pooled, _ = tower.backbone(x)  # a frozen backbone has requires_grad off: only the input gets gradients
+        return tower.head(pooled)
+
+    @torch.no_grad()
+    def generate_images(self, recipes: Sequence[Mapping[str, Any]], n: int = 1, seed: int = 0, device=None) -> torch.Tensor:
+        """``n`` generated photos per layer1-style recipe dict: ``[len(recipes), n, 3, S, S]`` in
+        [0, 1] (eval mode: the conditioning code is its mean, the noise is drawn from ``seed``)."""
+        if self.generator is None:
+            raise ValueError("this embedder has no generator (config 'generator')")
+        if device is not None:
+            self.to(device)
+        was_training = self.training
+        self.eval()
+        try:
+            emb = self.forward(recipes=self.collate(list(recipes))).recipe.float()
+            g = torch.Generator(device=emb.device).manual_seed(int(seed))
+            noise = torch.randn(n, emb.shape[0], self.generator.noise_dim, generator=g, device=emb.device)
+            images = torch.stack([self.generator(emb, noise[k])[0] for k in range(n)], dim=1)
+        finally:
+            self.train(was_training)
+        return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
     def tokenise(self, recipe: Mapping[str, Any]) -> dict[str, Any]:
         """Token ids of one recipe dict with this embedder's vocabulary and limits."""

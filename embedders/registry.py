@@ -4,14 +4,17 @@ A config has ``name``, ``description``, ``source``, ``embed_dim`` and three sect
 ``image`` (keyword arguments of :class:`~recipekit.embedders.image.ImageTower`), ``recipe``
 (``tower``: ``je`` | ``ht`` | ``minilm`` plus that tower's keyword arguments and the
 tokenisation limits ``max_ingredients``, ``max_instructions``, ``max_tokens``) and
-``matching`` (null, or keyword arguments of :class:`~recipekit.embedders.matching.MatchingHead`).
+``matching`` (null, or keyword arguments of :class:`~recipekit.embedders.matching.MatchingHead`),
+and optionally ``generator`` (absent/null, or keyword arguments of
+:class:`~recipekit.embedders.generator.RecipeImageGenerator`: the recipe-to-image generator of
+ACME / R2GAN / TNLBT, ``generator={}`` for its defaults).
 
 ``create_embedder(name, **overrides)``:
 
 * ``vocab`` (a :class:`Vocabulary`, a word list or the path of ``vocab.txt``) and
   ``embedding_matrix`` (numpy [len(vocab), dim]) are passed to the model;
 * ``image={...}``, ``recipe={...}``, ``matching={...}`` are merged into those sections
-  (``matching=None`` removes the head);
+  (``matching=None`` removes the head; ``generator={}`` adds a generator, ``generator=None`` removes it);
 * any other key is a top-level key (``embed_dim``) or a key of exactly one section
   (``image_size=64``, ``weights=None``, ``freeze_backbone=True``, ``hidden=32``,
   ``layers=1`` when there is no matching head); a key found in several sections (``tanh``;
@@ -29,7 +32,7 @@ from typing import Any
 
 __all__ = ["list_embedders", "get_config", "create_embedder"]
 
-_SECTIONS = ("image", "recipe", "matching")
+_SECTIONS = ("image", "recipe", "matching", "generator")
 _TOP = ("embed_dim", "description", "source")
 
 # Keys each section may take (for flat overrides and early, readable errors).
@@ -41,6 +44,7 @@ _RECIPE_KEYS = {
 }
 _TOKEN_KEYS = {"max_ingredients", "max_instructions", "max_tokens"}
 _MATCHING_KEYS = {"dim", "heads", "layers", "ff_dim", "dropout"}
+_GENERATOR_KEYS = {"image_size", "cond_dim", "noise_dim", "channels"}  # embedders.generator.GENERATOR_KEYS
 
 
 def _configs() -> dict[str, dict[str, Any]]:
@@ -71,6 +75,7 @@ def _section_keys(cfg: dict[str, Any]) -> dict[str, set[str]]:
         "image": _IMAGE_KEYS,
         "recipe": _RECIPE_KEYS.get(tower, set()) | _TOKEN_KEYS | {"tower"},
         "matching": _MATCHING_KEYS if cfg.get("matching") else set(),
+        "generator": _GENERATOR_KEYS if cfg.get("generator") is not None else set(),
     }
 
 
@@ -79,7 +84,7 @@ def _apply(cfg: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         if sec in overrides:
             val = overrides.pop(sec)
             if val is None:
-                if sec != "matching":
+                if sec not in ("matching", "generator"):
                     raise ValueError(f"the {sec!r} section cannot be removed")
                 cfg[sec] = None
             elif not isinstance(val, dict):

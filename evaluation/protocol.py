@@ -265,6 +265,13 @@ def evaluate(
     bags = score_protocol(emb.image, emb.recipe, protocol)
     score_s = time.perf_counter() - started
     notes = [f"bags of {b['requested_bag_size']}: {b['note']}" for b in bags if b.get("note")]
+    generation = None
+    if getattr(model, "generator", None) is not None:  # ACME / R2GAN / TNLBT runs (evaluation/generation.py)
+        from .generation import generation_metrics
+
+        started = time.perf_counter()
+        generation = generation_metrics(model, emb, protocol, device=dev, batch_size=batch_size)
+        generation["seconds"] = round(time.perf_counter() - started, 3)
     report: dict[str, Any] = {
         "format": FORMAT,
         "recipekit_version": _version(),
@@ -293,6 +300,8 @@ def evaluate(
                    "embed_dim": int(emb.image.shape[1])},
         "outputs": {"json": "eval.json", "markdown": "eval.md", "plot": None},
     }
+    if generation is not None:
+        report["generation"] = generation
     out_dir = Path(out) if out is not None else found.default_out
     if not write:
         return EvalResult(report, None, emb)

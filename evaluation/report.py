@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from recipekit.pipeline.stagekit import atomic_path
 
-__all__ = ["DIRECTION_LABELS", "bag_label", "render_markdown", "render_table", "write_outputs"]
+__all__ = ["DIRECTION_LABELS", "bag_label", "render_generation", "render_markdown", "render_table", "write_outputs"]
 
 DIRECTION_LABELS = {"image_to_recipe": "image → recipe", "recipe_to_image": "recipe → image"}
 METRICS = ("medR", "R@1", "R@5", "R@10")
@@ -57,6 +57,22 @@ def render_table(report: dict[str, Any], *, digits: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_generation(gen: dict[str, Any], *, digits: int = 1) -> str:
+    """The ``generation`` block of eval.json (GAN runs) as Markdown: generated photo -> recipe
+    retrieval per bag size, and the Fréchet distance on the run's image-tower features."""
+    lines = ["## Generation: recipe -> generated photo -> recipe", "",
+             "| bags | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+    for entry in gen["retrieval"]:
+        if not entry.get("applicable", True):
+            continue
+        stats = entry["generated_image_to_recipe"]
+        lines.append(f"| {bag_label(entry)} | " + " | ".join(_cell(stats[m], entry["n_bags"], digits) for m in METRICS)
+                     + " |")
+    lines += ["", f"Fréchet distance, real vs generated photos, on the run's image-tower embeddings "
+                  f"(`frechet_image_tower`, not Inception FID): {gen['frechet_image_tower']:.4f}"]
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """eval.md: what was evaluated, how, the table and the notes."""
     ck, data, proto = report["checkpoint"], report["data"], report["protocol"]
@@ -73,6 +89,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         render_table(report),
     ]
+    if report.get("generation"):
+        lines += [render_generation(report["generation"]), ""]
     if report.get("notes"):
         lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
     if report.get("outputs", {}).get("plot"):

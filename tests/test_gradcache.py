@@ -184,6 +184,11 @@ def test_config_key_and_refused_combination():
     with pytest.raises(ConfigError, match=r"train.grad_cache_chunk cannot be combined with loss.matching_weight"):
         load_config({"data": {"prepared": "/x"}, "train": {"grad_cache_chunk": 8},
                      "loss": {"name": "triplet", "matching_weight": 1.0}})
+    with pytest.raises(ConfigError, match=r"train.grad_cache_chunk cannot be combined with loss.partners"):
+        load_config({"data": {"prepared": "/x"}, "train": {"grad_cache_chunk": 8},
+                     "loss": {"name": "pairwise", "partners": "dataset"}})
+    with pytest.raises(ConfigError, match=r"train.grad_cache_chunk cannot be combined with gan.method"):
+        load_config("demo_acme", ["data.prepared=/x", "train.grad_cache_chunk=8"])
 
 
 # -- DDP: two gloo ranks with the cache == one process with the global batch -------------------

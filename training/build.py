@@ -115,6 +115,8 @@ def build_optimizer(cfg: TrainConfig, model, extra: list[nn.Module]) -> torch.op
     o = cfg.optim
     backbone = list(model.image_tower.backbone.parameters())
     ids = {id(p) for p in backbone}
+    if getattr(model, "generator", None) is not None:  # [gan]: the generator has its own optimiser (adversarial.py)
+        ids |= {id(p) for p in model.generator.parameters()}
     rest = [p for p in model.parameters() if id(p) not in ids]
     for module in extra:
         if module is not None:
@@ -195,12 +197,18 @@ class TrainStep(nn.Module):
         self.model, self.loss, self.recipe_loss = model, loss, recipe_loss
         self.recipe_weight, self.matching_weight = cfg.loss.recipe_weight, cfg.loss.matching_weight
         self.info, self.amp = info, amp
+        # [gan] runs (training/adversarial.py): the translation heads train with the embedders
+        # (registered: DDP syncs them); the Adversary (not a module) holds the discriminators.
+        self.cfg, self.adversary, self.adv_heads, self.stash = cfg, None, None, None
         # InfoNCE gathers by itself; every other loss sees the global batch gathered here
         self.gather = info.distributed and cfg.loss.name != "infonce"
         local_with_grad = cfg.loss.options.get("local_loss") and cfg.loss.options.get("gather_with_grad")
         # the gradient reaching this rank's embeddings is scaled (not the loss: the loss's own
         # parameters, e.g. InfoNCE's temperature, see the global batch on every rank already)
         self.pair_scale = float(info.world_size) if info.distributed and not local_with_grad else 1.0
+
+    def attach_adversary(self, adversary) -> None:
+        self.adversary, self.adv_heads = adversary, adversary.heads
 
     def _autocast(self):
         if not self.amp.enabled:
@@ -263,7 +271,7 @@ class TrainStep(nn.Module):
         return out_losses
 
     def forward(self, kind: str, recipes: dict, images=None, features=None, labels=None, partners=None,
-                cached_grads=None) -> dict:
+                ingredients=None, cached_grads=None) -> dict:
         # -- gradient cache (train.grad_cache_chunk): the second pass over one chunk ----------
         if cached_grads is not None:
             from .gradcache import surrogate
@@ -278,4 +286,13 @@ class TrainStep(nn.Module):
             # loss.partners = "dataset": mismatched recipes drawn from the whole train set (training/partners.py)
             if partners is not None:
                 partner_emb = self.model(recipes=partners).recipe
-        return self.objective(kind, out, labels, matching, partner_emb)
+        losses = self.objective(kind, out, labels, matching, partner_emb)
+        if self.adversary is not None and kind == "pair":  # [gan]: the joint step's adversarial and translation terms
+            from .adversarial import joint_terms
+
+            with self._autocast():
+                extra, logs, self.stash = joint_terms(self.cfg, self.model, self.adv_heads, self.adversary.discs,
+                                                      out, images, labels, ingredients)
+            losses["total"] = losses["total"] + extra.float()
+            losses.update(logs)
+        return losses

@@ -127,7 +127,7 @@ class TrainingState:
 
 
 def save_training_state(path: str | os.PathLike, state: TrainingState, info, *, epoch: int, global_step: int,
-                        best: dict | None, config: dict) -> None:
+                        best: dict | None, config: dict, extra: dict | None = None) -> None:
     """Gather every rank's random states and (rank 0) write ``last.pt`` atomically."""
     mine = {"global": capture_rng(), "generators": generator_states(state.losses)}
     states = [mine]
@@ -142,7 +142,8 @@ def save_training_state(path: str | os.PathLike, state: TrainingState, info, *, 
             "losses": {k: m.state_dict() for k, m in state.losses.items() if m is not None},
             "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
             "scaler": state.scaler.state_dict() if state.scaler is not None else None, "best": best,
-            "rng": states, "loader_epoch": epoch, "world_size": info.world_size, "config": config}, path)
+            "rng": states, "loader_epoch": epoch, "world_size": info.world_size, "config": config,
+            "extra": extra}, path)  # extra: {"adversarial": ...} of [gan] runs
 
 
 def restore_training_state(blob: dict, state: TrainingState, *, rank: int, world_size: int):
@@ -175,6 +176,8 @@ def check_resume_config(saved: dict, cfg) -> None:
     from .config import ConfigError
 
     old, new = _flat(saved), _flat(cfg.to_dict())
+    if "gan" not in saved and cfg.gan.method == "none":  # a checkpoint from before the [gan] section
+        old.update({k: v for k, v in new.items() if k.startswith("gan.")})
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)

@@ -4,7 +4,7 @@ naming the source and the key. No torch needed (the loss signature check is skip
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .config import _RESERVED_LOSS_KWARGS, LOSS_TRAINER_KEYS, ConfigError, TrainConfig
 
@@ -51,6 +51,10 @@ def validate(cfg: TrainConfig, src: str) -> None:
     if t.grad_cache_chunk and lo.matching_weight > 0:
         raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with loss.matching_weight > 0 (the "
                           "matching head reads token features, not only embeddings; set one of them to 0)")
+    if t.grad_cache_chunk and cfg.gan.method != "none":
+        raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with gan.method = \"{cfg.gan.method}\" (the "
+                          "adversarial and translation terms read the photos and the towers' outputs, not only the "
+                          "embeddings; set one of them off)")
     if t.grad_cache_chunk and lo.options.get("partners", "batch") == "dataset":
         raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with loss.partners = \"dataset\" (the "
                           "drawn partners are embedded outside the cached batch; use in-batch partners or no cache)")
@@ -86,6 +90,37 @@ def validate(cfg: TrainConfig, src: str) -> None:
         if key in lo.options:
             raise ConfigError(f"{src}: loss.{key} is set by the trainer (torch.distributed), not the config")
     _check_loss(cfg, src)
+    _check_gan(cfg, src)
+
+
+def _check_gan(cfg: TrainConfig, src: str) -> None:
+    """``[gan]``: choices, ranges, and what the adversarial step needs of the run."""
+    g = cfg.gan
+    _choice(src, "gan.method", g.method, ("none", "acme", "r2gan", "tnlbt"))
+    for key in ("modality_weight", "gp_weight", "translation_weight", "kl_weight", "image_rank_weight",
+                "image_rank_margin", "recon_weight", "recon_pixel_weight", "semantic_weight", "source_weight",
+                "grid_every"):
+        _positive(src, f"gan.{key}", getattr(g, key), zero_ok=True)
+    for key in ("n_critic", "ingredient_vocab", "generator_lr", "discriminator_lr", "disc_channels", "grid_size"):
+        _positive(src, f"gan.{key}", getattr(g, key))
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(g, key) < 1:
+            raise ConfigError(f"{src}: gan.{key} must be in [0, 1), got {getattr(g, key)}")
+    if g.method == "none":
+        return
+    if cfg.train.cache_features:
+        raise ConfigError(f"{src}: gan.method = {g.method!r} needs the photos (its image discriminators see them): "
+                          "set train.cache_features = false")
+    if cfg.train.accumulate != 1:
+        raise ConfigError(f"{src}: gan.method = {g.method!r} alternates optimiser steps per batch: set "
+                          "train.accumulate = 1")
+    if g.method == "tnlbt" and cfg.loss.recipe_weight <= 0:
+        raise ConfigError(f"{src}: gan.method = \"tnlbt\" combines ACME's terms with H-T's recipe loss: set "
+                          "loss.recipe_weight > 0")
+    generator = (cfg.model.overrides or {}).get("generator")
+    if not isinstance(generator, Mapping):
+        raise ConfigError(f"{src}: gan.method = {g.method!r} needs a generator in the model: set "
+                          "model.overrides.generator = { image_size = 64 } (or {} for the defaults)")
 
 
 def _check_loss(cfg: TrainConfig, src: str) -> None:

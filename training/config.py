@@ -33,7 +33,7 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "TrainSection", "DDPConfig",
-    "LogConfig", "TrainConfig", "load_config", "parse_override", "LOSS_TRAINER_KEYS",
+    "LogConfig", "GanConfig", "TrainConfig", "load_config", "parse_override", "LOSS_TRAINER_KEYS",
 ]
 
 
@@ -132,9 +132,35 @@ class LogConfig:
     log_every: int = 50  # optimiser steps between TensorBoard training scalars
 
 
+# -- [gan]: the adversarial / generative family (ACME, R2GAN, TNLBT; training/adversarial.py) ----
+@dataclass
+class GanConfig:
+    method: str = "none"  # none | acme | r2gan | tnlbt (acme's terms + H-T's recipe loss)
+    modality_weight: float = 0.005  # acme/tnlbt: weight of the encoders' WGAN term -mean D(recipe) (ACME)
+    gp_weight: float = 10.0  # WGAN-GP gradient penalty weight in the critic loss (ACME)
+    n_critic: int = 1  # modality-critic updates per joint step (ACME: 1)
+    translation_weight: float = 0.002  # weight of the generation / translation terms (ACME: L_img + L_text)
+    kl_weight: float = 2.0  # conditioning augmentation's KL term in L_img (ACME)
+    balance: bool = True  # rescale the larger of L_img, L_text to the smaller (ACME)
+    ingredient_vocab: int = 4096  # image -> ingredients targets: this many most frequent train ingredients
+    image_rank_weight: float = 1.0  # r2gan: image-level ranking (mu)
+    image_rank_margin: float = 0.1  # r2gan: its margin (mean squared pixel distance, images in [-1, 1])
+    recon_weight: float = 1.0  # r2gan: L_recon (gamma)
+    recon_pixel_weight: float = 1.0  # r2gan: pixel terms inside L_recon (beta)
+    semantic_weight: float = 1.0  # r2gan: food-class cross-entropy on both embeddings (lambda)
+    source_weight: float = 1.0  # r2gan: the source discriminator D2 (image- vs recipe-conditioned)
+    generator_lr: float = 1e-4  # the generator's Adam (its own schedule: optim.schedule)
+    discriminator_lr: float = 1e-4  # the discriminators' Adam (critic + image discriminators)
+    beta1: float = 0.5  # Adam betas of both (ACME: 0.5, 0.999)
+    beta2: float = 0.999
+    disc_channels: int = 64  # width of the image discriminators' first convolution
+    grid_every: int = 1  # write RUN/generated/epoch_NNN.png every N epochs; 0 = never
+    grid_size: int = 8  # recipes in that grid (real photos above, generated below)
+
+
 _SECTIONS = {
     "data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
-    "train": TrainSection, "ddp": DDPConfig, "log": LogConfig,
+    "train": TrainSection, "ddp": DDPConfig, "log": LogConfig, "gan": GanConfig,
 }
 
 
@@ -147,6 +173,7 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
     ddp: DDPConfig = field(default_factory=DDPConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     source: str | None = field(default=None, compare=False)  # the file it was read from, if any
 
     def to_dict(self) -> dict[str, Any]:

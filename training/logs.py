@@ -117,6 +117,7 @@ class RunLogger:
             f.write(json.dumps(record) + "\n")
         flat = {f"train/{k}": record[k] for k in ("loss", "loss_pair", "loss_recipe", "loss_recipe_only",
                                                  "loss_matching", "images_per_s") if record.get(k) is not None}
+        flat.update({f"train/{k}": v for k, v in record.items() if k.startswith("loss_gan_") and v is not None})
         flat["train/epoch_seconds"] = record["seconds"]
         val = record.get("val")
         if val:

@@ -98,9 +98,15 @@ class _Run:
             from .gradcache import GradCache
 
             self.grad_cache = GradCache(self.step, cfg.train.grad_cache_chunk)
-        self.optimizer = build.build_optimizer(cfg, self.model, [self.loss, self.recipe_loss])
         self.plan = data.plan_epoch(self.n_paired, cfg.data.recipe_only_ratio if self.ro_loader else 0.0)
         self.steps_per_epoch = math.ceil(len(self.plan) / cfg.train.accumulate)
+        self.adv = None  # [gan] runs: generator / discriminator optimisers and steps (adversarial.py)
+        if cfg.gan.method != "none":
+            from .adversarial import Adversary
+
+            self.adv = Adversary(cfg, self.model, info, self.amp, self.steps_per_epoch)
+            self.step.attach_adversary(self.adv)
+        self.optimizer = build.build_optimizer(cfg, self.model, [self.loss, self.recipe_loss, self.step.adv_heads])
         self.scheduler = build.build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp.scaler else None
         self.epoch, self.global_step, self.best = start, 0, None
@@ -111,6 +117,8 @@ class _Run:
                 self.frozen = self._backbone_frozen(self.epoch)
                 build.set_backbone_frozen(self.model, self.frozen)
                 self.branches.apply()
+            if self.adv is not None:
+                self.adv.load_state_dict(blob["extra"]["adversarial"])
         self.ddp = None
         self._wrap()
         self.logger = RunLogger(self.run_dir, enabled=info.is_main, tensorboard=cfg.log.tensorboard,
@@ -165,7 +173,8 @@ class _Run:
         return checkpoint.TrainingState(self.model, self._loss_modules(), self.optimizer, self.scheduler, self.scaler)
 
     def _loss_modules(self) -> dict:
-        return {"loss": self.loss, "recipe_loss": self.recipe_loss, **self._ablation_modules()}
+        return {"loss": self.loss, "recipe_loss": self.recipe_loss, "adversarial_heads": self.step.adv_heads,
+                **self._ablation_modules()}
 
     # -- ablation settings (training/alternate.py, training/partners.py) --------------------------
     def _ablation_modules(self) -> dict:
@@ -235,7 +244,10 @@ class _Run:
         images = batch["images"].to(self.dev, non_blocking=True)
         if self.on_gpu:  # the loader hands uint8 on GPU runs: normalise on the device
             images = self.loader_info.normalise(images)
-        return {"recipes": recipes, "images": images, "labels": labels, **extra}  # the tower lays them out
+        out = {"recipes": recipes, "images": images, "labels": labels, **extra}  # the tower lays them out
+        if self.adv is not None:  # [gan]: the image -> ingredients targets
+            out["ingredients"] = self.adv.targets.multi_hot(batch["ids"], self.dev)
+        return out
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         from tqdm import tqdm
@@ -261,18 +273,25 @@ class _Run:
             first = (j // acc) * acc
             size = min(acc, len(plan) - first)
             last = j - first == size - 1
+            inputs = self._inputs(kind, batch)
+            if self.adv is not None and kind == "pair" and self.info.is_main:
+                self.adv.remember(inputs)  # the recipes of the per-epoch image grid
             if self.grad_cache is not None:  # train.grad_cache_chunk (training/gradcache.py)
-                losses = self.grad_cache.step(module, kind, self._inputs(kind, batch), divisor=size,
-                                              scaler=self.scaler, sync=last, ddp=self.ddp)
+                losses = self.grad_cache.step(module, kind, inputs, divisor=size, scaler=self.scaler, sync=last,
+                                              ddp=self.ddp)
             else:
                 sync = nullcontext() if last or self.ddp is None else self.ddp.no_sync()
                 with sync:
-                    losses = module(kind, **self._inputs(kind, batch))
+                    losses = module(kind, **inputs)
                     scaled = losses["total"] / size
                     (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             objective = self._account(kind, losses, len(batch["ids"]), sums, counts)
             if last:
                 self._optimizer_step(params)
+                if self.adv is not None and kind == "pair":  # [gan]: then the discriminators
+                    for key, value in self.adv.discriminator_step(self.step.stash).items():
+                        sums[key] += value.double()
+                        counts[key] += 1
                 if self.info.is_main and self.global_step % cfg.log.log_every == 0:
                     self.logger.scalars({"train/step_loss": float(objective), "train/lr": self.optimizer.param_groups[0]["lr"]},
                                         self.global_step)
@@ -288,9 +307,14 @@ class _Run:
         def mean(k):
             return sums[k] / counts[k] if counts.get(k) else None
 
-        return {"loss": mean("objective"), "loss_pair": mean("pair"), "loss_recipe": mean("recipe"),
-                "loss_recipe_only": mean("recipe_only"), "loss_matching": mean("matching"), "seconds": seconds,
-                "images_per_s": counts.get("images", 0) * self.info.world_size / max(seconds, 1e-9)}
+        record = {"loss": mean("objective"), "loss_pair": mean("pair"), "loss_recipe": mean("recipe"),
+                  "loss_recipe_only": mean("recipe_only"), "loss_matching": mean("matching"), "seconds": seconds,
+                  "images_per_s": counts.get("images", 0) * self.info.world_size / max(seconds, 1e-9)}
+        if self.adv is not None:  # [gan]: every term, per epoch
+            from .adversarial import ADV_KEYS
+
+            record.update({f"loss_{k}": mean(k) for k in ADV_KEYS if counts.get(k)})
+        return record
 
     def _account(self, kind, losses, n, sums, counts):
         """Add a micro-batch's losses to the epoch sums and return its unscaled objective, all as
@@ -308,7 +332,9 @@ class _Run:
                 objective = objective + w * losses["recipe"].double()
             if "matching" in losses:
                 objective = objective + mw * losses["matching"].double()
-        for key in ("pair", "recipe", "recipe_only", "matching"):
+            if "gan_total" in losses:
+                objective = objective + losses["gan_total"].double()
+        for key in ("pair", "recipe", "recipe_only", "matching") + tuple(k for k in losses if k.startswith("gan_")):
             if key in losses:
                 sums[key] += losses[key].double()
                 counts[key] += 1
@@ -324,11 +350,17 @@ class _Run:
             torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
+            if self.adv is not None:  # [gan]: the generator learns from the same backward
+                self.adv.step_generator(self.scaler)
             self.scaler.update()
         else:
             self.optimizer.step()
+            if self.adv is not None:
+                self.adv.step_generator(None)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.adv is not None:
+            self.adv.after_step()
         self.global_step += 1
 
     # -- the run ---------------------------------------------------------------------------------
@@ -345,8 +377,10 @@ class _Run:
                                                 "split": "val"})
 
     def _checkpoint(self, epoch: int) -> None:
+        extra = {"adversarial": self.adv.state_dict()} if self.adv is not None else None
         checkpoint.save_training_state(self.last_path, self._state(), self.info, epoch=epoch + 1,
-                                       global_step=self.global_step, best=self.best, config=self.cfg.to_dict())
+                                       global_step=self.global_step, best=self.best, config=self.cfg.to_dict(),
+                                       extra=extra)
         barrier(self.info)
 
     def fit(self, stop_after: int | None = None) -> TrainResult:
@@ -363,6 +397,9 @@ class _Run:
                     if hasattr(m, "set_epoch"):
                         m.set_epoch(epoch)
                 record = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+                every = cfg.gan.grid_every
+                if self.adv is not None and info.is_main and every and ((epoch + 1) % every == 0 or epoch + 1 == end):
+                    self.adv.write_grid(self.run_dir / "generated" / f"epoch_{epoch + 1:03d}.png")
                 metrics, val_s = None, None
                 if info.is_main and self._due(epoch):
                     t0 = time.perf_counter()
