@@ -212,8 +212,8 @@ def render(rows: list[dict], args, total_s: float) -> str:
         return statistics.median(get(r) for r in rows if r["kind"] == kind)
 
     lines = [
-        f"Machine: 2-core VM, no GPU ({machine()}); shared with other jobs while measured (absolute figures are noisy: read the "
-        f"ratios). Date: {today()}. Command: `python benchmarks/serve_load.py --write --rounds {args.rounds} "
+        f"Machine: 2-core VM, no GPU ({machine()}); load average (1 min) at the end {os.getloadavg()[0]:.1f} "
+        f"(above about 2, other jobs shared the cores: read the ratios). Date: {today()}. Command: `python benchmarks/serve_load.py --write --rounds {args.rounds} "
         f"--clients {args.clients} --requests {args.requests}` ({total_s / 60:.0f} min). Loopback (127.0.0.1), "
         "the tiny test model on the 600-recipe demo corpus; queries run one at a time through the engine, so "
         "latency is mostly queueing. Medians over the rounds.",
