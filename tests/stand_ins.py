@@ -17,6 +17,19 @@ _TINY_RUN = {
 }
 
 
+def state_differences(a, b, where=""):
+    """Every tensor of two nested checkpoints is torch.equal; returns the paths that differ."""
+    if isinstance(a, torch.Tensor):
+        return [] if torch.equal(a, b) else [where]
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        return [p for k in a for p in state_differences(a[k], b[k], f"{where}/{k}")]
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        return [p for i, (x, y) in enumerate(zip(a, b)) for p in state_differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [where]
+
+
 def local_init_method() -> str:
     """``tcp://127.0.0.1:PORT`` on a free port, for process groups of spawned test processes.
     Not ``file://``: with torch 2.14.1 a gloo process that used a FileStore aborted at exit

@@ -17,9 +17,9 @@ pytest.importorskip("webdataset")
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
 try:
-    from stand_ins import local_init_method
+    from stand_ins import local_init_method, state_differences
 except ImportError:  # tests/ imported as a package
-    from tests.stand_ins import local_init_method
+    from tests.stand_ins import local_init_method, state_differences
 
 from recipekit.training import ConfigError, train  # noqa: E402
 
@@ -45,18 +45,6 @@ def gan_config(prepared: Path, method: str = "acme", **sections) -> dict:
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)
     return cfg
-
-
-def _state_equal(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        return [] if torch.equal(a, b) else [where]
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        return [p for k in a for p in _state_equal(a[k], b[k], f"{where}/{k}")]
-    if isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        return [p for i, (x, y) in enumerate(zip(a, b)) for p in _state_equal(x, y, f"{where}[{i}]")]
-    return [] if a == b else [where]
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +150,7 @@ def test_gan_resume_is_bit_exact(acme_run, prepared_demo, tmp_path):
     a = torch.load(acme_run.last_checkpoint, weights_only=True)
     b = torch.load(resumed.last_checkpoint, weights_only=True)
     for part in ("model", "losses", "optimizer", "scheduler", "rng", "extra"):
-        assert _state_equal(a[part], b[part], part) == [], part
+        assert state_differences(a[part], b[part], part) == [], part
     drop = ("seconds", "images_per_s", "val_seconds")
     assert [{k: v for k, v in r.items() if k not in drop} for r in acme_run.history] == [
         {k: v for k, v in r.items() if k not in drop} for r in resumed.history]

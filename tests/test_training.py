@@ -16,9 +16,9 @@ pytest.importorskip("torchvision")
 pytest.importorskip("webdataset")
 
 try:
-    from stand_ins import LinearEmbedder, local_init_method
+    from stand_ins import LinearEmbedder, local_init_method, state_differences
 except ImportError:  # tests/ imported as a package
-    from tests.stand_ins import LinearEmbedder, local_init_method
+    from tests.stand_ins import LinearEmbedder, local_init_method, state_differences
 # torchvision 0.29 deprecates its image decoders (one warning per call); the loader still uses them
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
@@ -60,19 +60,6 @@ def tiny_config(prepared: Path, **sections) -> dict:
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)
     return cfg
-
-
-def _state_equal(a, b, where=""):
-    """Every tensor of two nested checkpoints is torch.equal; returns the paths that differ."""
-    if isinstance(a, torch.Tensor):
-        return [] if torch.equal(a, b) else [where]
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        return [p for k in a for p in _state_equal(a[k], b[k], f"{where}/{k}")]
-    if isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        return [p for i, (x, y) in enumerate(zip(a, b)) for p in _state_equal(x, y, f"{where}[{i}]")]
-    return [] if a == b else [where]
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +132,7 @@ def test_resume_after_one_epoch_equals_the_uninterrupted_run(straight_run, prepa
     a = torch.load(straight_run.last_checkpoint, weights_only=True)
     b = torch.load(resumed.last_checkpoint, weights_only=True)
     for part in ("model", "losses", "optimizer", "scheduler", "rng"):
-        assert _state_equal(a[part], b[part], part) == [], part
+        assert state_differences(a[part], b[part], part) == [], part
     drop = ("seconds", "images_per_s", "val_seconds")
     assert [{k: v for k, v in r.items() if k not in drop} for r in straight_run.history] == [
         {k: v for k, v in r.items() if k not in drop} for r in resumed.history]
@@ -164,7 +151,6 @@ def test_run_folder_guards(straight_run, prepared, tmp_path):
     # more epochs is a legitimate change: nothing runs when they are already done
     done = train(cfg, straight_run.run_dir, device="cpu", resume=True)
     assert done.epochs == 2 and len(done.history) == 2
-
 
 
 def test_recipe_only_batches_refuse_a_store_of_other_limits(prepared, tmp_path):
