@@ -437,6 +437,15 @@ METRICS = ("medR", "R@1", "R@5", "R@10")
 DIRS = ("image_to_recipe", "recipe_to_image")
 
 
+def table_head(lead: list[str], tail: list[str]) -> list[str]:
+    """The header and rule of a retrieval table: ``lead`` text columns, both directions' metrics,
+    then ``tail`` numeric columns."""
+    cells = [f"{a} {m}" for a in ("i→r", "r→i") for m in METRICS]
+    head = "| " + " | ".join([*lead, *cells, *tail]) + " |"
+    rule = "|" + "---|" * len(lead) + "---:|" * (len(cells) + len(tail))
+    return [head, rule]
+
+
 def _agg(values: list[float]) -> tuple[float, float | None]:
     if len(values) == 1:
         return values[0], None
@@ -494,9 +503,7 @@ def render_section(corpus: str, facts: dict, results: dict[str, list[dict]], met
            "seeds (the random row: over as many random draws)."
            if n_seeds > 1 else "One seed (0): no ± (one bag, one run)."),
         "",
-        "| method | setup | i→r medR | i→r R@1 | i→r R@5 | i→r R@10 | r→i medR | r→i R@1 | r→i R@5 | r→i R@10 "
-        "| val i→r medR | epoch | train s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(["method", "setup"], ["val i→r medR", "epoch", "train s"]),
     ]
     for method in [m for m in METHODS if m in results]:
         runs = results[method]
@@ -777,9 +784,7 @@ def render_ablations(corpus: str, facts: dict, results: dict[str, list[dict]], m
                   "only loosely."]
     lines += [
         "",
-        "| variant | change | i→r medR | i→r R@1 | i→r R@5 | i→r R@10 | r→i medR | r→i R@1 | r→i R@5 | r→i R@10 "
-        "| val i→r medR | val i→r R@1 | epoch | train s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(["variant", "change"], ["val i→r medR", "val i→r R@1", "epoch", "train s"]),
     ]
     for method in [m for m in ABLATIONS if m in results]:
         runs = results[method]
@@ -923,9 +928,7 @@ def run_gan(methods: list[str], corpus: str, seeds: list[int] | None, epochs: in
         "",
         f"Retrieval, test split, one bag of all {bag} pairs:",
         "",
-        "| method | i→r medR | i→r R@1 | i→r R@5 | i→r R@10 | r→i medR | r→i R@1 | r→i R@5 | r→i R@10 "
-        "| val i→r medR | epoch | train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table_head(["method"], ["val i→r medR", "epoch", "train s"]),
         *rows,
         "",
         "Generation (eval.json `generation`): recipe -> generated photo -> recipe retrieval over the same bag, "
