@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["parse", "ingredients", "word2vec", "classes", "store", "shard"]
-# (name, recipes, photos) of the corpora users ask about (issue #6): Recipe1M and Recipe1M+.
+# (name, recipes, photos) of the corpora users ask about: Recipe1M and Recipe1M+.
 TARGETS = [("Recipe1M (1M recipes, 800k photos)", 1_000_000, 800_000),
            ("Recipe1M+ (1M recipes, 13M photos)", 1_000_000, 13_000_000)]
 
@@ -100,7 +100,7 @@ def plot(data: dict, path: Path) -> None:
         ax1.plot(xs, [r["stages"][stage]["cpu_s"] for r in have], "o-", color=c,
                  label=stage + (" (images)" if stage == "shard" else ""))
         ax2.plot(xs, [r["stages"][stage]["peak_rss_mb"] for r in have], "o-", color=c, label=stage)
-        for label, runs in data.get("baselines", {}).items():  # the same stage before the fixes, dotted
+        for label, runs in data.get("baselines", {}).items():  # the baseline's stages, dotted
             old = [runs[k]["stages"][stage] for k in sorted(runs, key=int) if stage in runs[k]["stages"]]
             if old:
                 ax2.plot([m["units"] for m in old], [m["peak_rss_mb"] for m in old], "x:", color=c,
@@ -146,12 +146,12 @@ MEMORY = """What a stage keeps in memory, whatever the corpus size (one chunk is
 - `store` sorts only the recipe ids (LMDB is written in key order); values are encoded chunk by chunk to a scratch
   file and read back in key order: a few tens of bytes per recipe (id, order, offset, the `/keys` lists). It
   encodes in worker processes (more than one task), two tasks in flight per worker (rows out, encoded values back):
-  that, not the corpus, is most of its peak (hence its step from the one-process "before" at 10,000 recipes).
+  that, not the corpus, is most of its peak (hence its step from the one-process baseline at 10,000 recipes).
 - `shard` plans from (id, partition, estimated bytes) per recipe with photos, computed with polars' streaming
   engine (a few dozen bytes a recipe), and reads the samples' text and photo paths back for runs of consecutive
-  shards of 10,000 recipes (`shard.PLAN_ROWS`; pipeline/shardplan.py): until 2026-11-30 it joined every recipe's
-  text and photo paths into one frame first (the *shard-before* table: its growth from 10k to 100k halved). Most
-  of its peak is its worker processes."""
+  shards of 10,000 recipes (`shard.PLAN_ROWS`; pipeline/shardplan.py), instead of joining every recipe's text
+  and photo paths into one frame first (the *shard-before* baseline: its growth from 10k to 100k is twice as
+  large). Most of its peak is its worker processes."""
 
 
 def render_baselines(data: dict) -> list[str]:
@@ -160,9 +160,8 @@ def render_baselines(data: dict) -> list[str]:
         some = next(iter(runs.values()))
         lines += [
             "",
-            f"Before and after the fixes (*{label}*: the stages as they were, "
-            + (some.get("source") or f"run with PYTHONPATH={some['pythonpath']}")
-            + ", on the same corpora in the same session"
+            f"Against a baseline measured in the same session on the same corpora (*{label}*: the stages of "
+            + (some.get("source") or f"the code on PYTHONPATH={some['pythonpath']}")
             + (f"; its `word2vec` ran {some['w2v_epochs']} epoch(s), so only its memory compares" if some.get("w2v_epochs")
                else "") + "):",
             "",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""docs/results.md: every method of issue #5 side by side, under one protocol, on CPU.
+"""docs/results.md: every method side by side, under one protocol, on CPU.
 
     python benchmarks/results.py --corpus all --write              # everything (about 30 min on 2 cores)
     python benchmarks/results.py --corpus recipes-en --sweep --write   # the one tuning, on val

@@ -1,4 +1,4 @@
-"""`recipekit eval` (issue #5): a thin Click face over :func:`recipekit.evaluation.evaluate`."""
+"""`recipekit eval`: a thin Click face over :func:`recipekit.evaluation.evaluate`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`recipekit index` and `recipekit search` (issue #7): thin Click faces over
+"""`recipekit index` and `recipekit search`: thin Click faces over
 :func:`recipekit.search.build_index` and :func:`recipekit.search.search`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`recipekit plot --tsne` and `recipekit serve` (issue #7): thin Click faces over
+"""`recipekit plot --tsne` and `recipekit serve`: thin Click faces over
 :func:`recipekit.search.tsne.plot_tsne` and :func:`recipekit.search.server.serve`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`recipekit train` (issue #5): a thin Click face over :func:`recipekit.training.train`."""
+"""`recipekit train`: a thin Click face over :func:`recipekit.training.train`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""recipekit.embedders: image and recipe towers into a shared space (see issue 4).
+"""recipekit.embedders: image and recipe towers into a shared space (docs/models.md).
 
 Registry: :func:`list_embedders`, :func:`create_embedder`, :func:`get_config` (JSON configs
 in ``configs/``); :func:`load_embedder` reads :meth:`JointEmbedder.save` files. Text:

@@ -1,4 +1,4 @@
-"""recipekit.loaders: streaming data loaders for training, evaluation and search (issue 3).
+"""recipekit.loaders: streaming data loaders for training, evaluation and search (docs/artefacts.md, docs/benchmarks.md).
 
 * :func:`make_loader` — image-recipe batches from the WebDataset shards of ``prepare``'s
   ``shard`` stage (one list of stages: :func:`pipeline_stages`; fixed-length epochs across

@@ -1,4 +1,4 @@
-"""recipekit.losses: retrieval losses from the Recipe1M literature (see issue 4).
+"""recipekit.losses: retrieval losses from the Recipe1M literature (docs/models.md).
 
 ``create_loss(name, **kwargs)`` / ``list_losses()``; classes :class:`PairwiseLoss`,
 :class:`TripletLoss`, :class:`AdaMineLoss`, :class:`InfoNCELoss`, :class:`HTRecipeLoss`;

@@ -1,4 +1,4 @@
-"""recipekit.training: the trainer behind ``recipekit train`` (issue #5).
+"""recipekit.training: the trainer behind ``recipekit train`` (docs/training.md).
 
 :func:`train` (``config``, ``run_dir``, ``resume=``, ``device=``) -> :class:`TrainResult`;
 :func:`load_config` / :class:`TrainConfig` read and validate TOML run configs
