@@ -205,7 +205,7 @@ def assign_classes(
 def _run(ctx: StageContext) -> dict[str, Any]:
     """Two passes over recipes.parquet in chunks: the titles' bigrams and extra names, then the
     labels written beside each chunk's ids (memory: see :class:`_TitlePairs`)."""
-    import_spacy()
+    import_spacy()  # deferred: spaCy is heavy, and imported with torch hidden (._spacy)
     from spacy.lang.en.stop_words import STOP_WORDS
 
     out = ctx.out

@@ -29,9 +29,14 @@ import os
 import sys
 import threading
 from array import array
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import lmdb
+import numpy as np
+from tqdm import tqdm
 
 from .parse import PARTITIONS
 from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage, staged
@@ -132,8 +137,6 @@ if hasattr(os, "register_at_fork"):
 
 
 def _acquire_env(path: Path, readahead: bool):
-    import lmdb
-
     st = os.stat(path / "data.mdb")
     key = (st.st_dev, st.st_ino)
     with _ENVS_LOCK:
@@ -291,9 +294,7 @@ def _encode_chunk(rows: list[tuple]) -> list[bytes]:
 def _encoded_chunks(ctx: StageContext, out: Path, vocab_path: Path, limits, width) -> Iterator[tuple[list, list, list]]:
     """(ids, partitions, encoded values) per task of ``min(TASK, CHUNK)`` recipes in recipes.parquet order,
     read in step from the row-aligned stage outputs and encoded by ``ctx.executor``."""
-    from collections import deque
-
-    from .tablestream import iter_aligned, num_rows
+    from .tablestream import iter_aligned, num_rows  # deferred: it imports polars (see _run)
 
     specs = [(out / "recipes.parquet", ["id", "partition", "title", "ingredients", "instructions"]),
              (out / "ingredients.parquet", ["ingredients"]), (out / "recipe_classes.parquet", ["class_id"])]
@@ -319,11 +320,8 @@ def _describe(rows: list[tuple]) -> str:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    import polars as pl  # the stage only: readers (RecipeStore, the loaders) need lmdb alone
-
-    import lmdb
-    import numpy as np
-    from tqdm import tqdm
+    # polars is deferred (the heavy dependency of the stage only): readers (RecipeStore, the loaders) need lmdb alone
+    import polars as pl
 
     out, p = ctx.out, ctx.params
     limits = (p["max_ingredients"], p["max_instructions"], p["max_tokens"])

@@ -214,7 +214,7 @@ def load_vectors(out: str | os.PathLike, *, allow_pickle: bool = False):
     ``out``: a prepared folder, its ``word2vec`` folder or a file in it. A folder of an older
     version (only ``word2vec.kv``, a pickle that can run code) is read only with
     ``allow_pickle=True``; otherwise :class:`UnsafeArtefactError` says what to do."""
-    from gensim.models import KeyedVectors
+    from gensim.models import KeyedVectors  # deferred: heavy, and only for the older pickle format
 
     folder = _vectors_folder(Path(out))
     npy, legacy = folder / VECTORS_FILE, folder / PICKLE_FILE
