@@ -49,6 +49,7 @@ from .quarantine import Rejection, replace_stage_rows
 # cut_shards, estimate_image_bytes and shard_order are re-exported here: the planning helpers live in .shardplan
 from .shardplan import cut_shards, estimate_image_bytes, plan_shards, shard_order, shard_rows
 from .stagekit import Stage, StageContext, atomic_path, package_version, remove_stale_tmp, run_stage, write_json_atomic
+from .stageparams import StageParams
 
 __all__ = ["STAGE", "ShardParams", "shard", "estimate_image_bytes", "shard_order", "cut_shards", "SHARDS_DIR"]
 
@@ -60,8 +61,8 @@ PLAN_ROWS = 10_000  # recipes whose samples are read back at once (.shardplan.sh
 
 
 @dataclass(frozen=True)
-class ShardParams:
-    """Every setting of the `shard` stage (each is a `prepare` option ``--shard-...``)."""
+class ShardParams(StageParams):
+    """The `shard` stage's settings (``prepare --set shard.KEY=VALUE``; also ``--shard-...`` options)."""
 
     image_size: int = 256  # shorter side of the stored images, in pixels (never upscaled)
     quality: int = 90  # JPEG quality
@@ -236,7 +237,7 @@ def _describe(task: dict[str, Any]) -> str:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    out, params = ctx.out, ShardParams(**ctx.params)
+    out, params = ctx.out, ShardParams.from_manifest(ctx.params)
     missing = [name for name in INPUTS if not (out / name).exists()]
     if missing:
         raise FileNotFoundError(f"stage 'shard' needs {', '.join(str(out / m) for m in missing)}: "
@@ -334,6 +335,7 @@ STAGE = Stage(
     out_inputs=INPUTS,
     outputs=(f"{SHARDS_DIR}/index.json",),
     description="photos + recipes -> WebDataset tar shards",
+    params=ShardParams,
 )
 
 
@@ -341,14 +343,7 @@ def shard(
     src: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    image_size: int = 256,
-    quality: int = 90,
-    max_images: int = 5,
-    max_count: int = 1000,
-    max_bytes: int = MAX_BYTES,
-    seed: int = 0,
-    pixel_limit: int = PIXEL_LIMIT,
-    allow_external_links: bool = False,
+    params: ShardParams | None = None,
     workers: int = 1,
     force: bool = False,
     quiet: bool = True,
@@ -358,7 +353,5 @@ def shard(
     Finished shards (stats file with the same digest, tar of the recorded size) are reused
     even with ``force``; their bytes would be the same. Delete ``OUT/shards`` to re-encode.
     """
-    params = ShardParams(image_size=image_size, quality=quality, max_images=max_images, max_count=max_count,
-                         max_bytes=max_bytes, seed=seed, pixel_limit=pixel_limit,
-                         allow_external_links=allow_external_links)
-    return run_stage(STAGE, src=src, out=out, params=asdict(params), workers=workers, force=force, quiet=quiet)
+    params = params or ShardParams()
+    return run_stage(STAGE, src=src, out=out, params=params.manifest(), workers=workers, force=force, quiet=quiet)

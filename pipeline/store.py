@@ -31,6 +31,7 @@ import threading
 from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,10 @@ from tqdm import tqdm
 
 from .parse import PARTITIONS
 from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage, staged
+from .stageparams import StageParams, positive_ints
 from .vocab import Vocabulary, tokenise_sample
 
-__all__ = ["FORMAT", "STAGE", "RecipeStore", "decode_record", "encode_record", "store"]
+__all__ = ["FORMAT", "STAGE", "StoreParams", "RecipeStore", "decode_record", "encode_record", "store"]
 
 FORMAT = "recipekit.recipes/1"
 _MAGIC = b"RK\x01"
@@ -51,6 +53,18 @@ _CODES = {2: "H", 4: "I"}
 _LITTLE = sys.byteorder == "little"
 CHUNK = 20_000  # recipes per write transaction
 TASK = 5_000  # recipes per encoding task, at most CHUNK (two tasks per worker are in flight: memory)
+
+
+@dataclass(frozen=True)
+class StoreParams(StageParams):
+    """The `store` stage's settings (``prepare --set store.KEY=VALUE``): limits of the tokenised recipes."""
+
+    max_ingredients: int = 20  # ingredient lines kept per recipe
+    max_instructions: int = 20  # instructions kept per recipe
+    max_tokens: int = 15  # tokens kept per title, ingredient line and instruction
+
+    def __post_init__(self) -> None:
+        positive_ints(self, "store", "max_ingredients", "max_instructions", "max_tokens")
 
 
 def _ints(values: list[int], width: int) -> bytes:
@@ -323,8 +337,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     # polars is deferred (the heavy dependency of the stage only): readers (RecipeStore, the loaders) need lmdb alone
     import polars as pl
 
-    out, p = ctx.out, ctx.params
-    limits = (p["max_ingredients"], p["max_instructions"], p["max_tokens"])
+    out, p = ctx.out, StoreParams.from_manifest(ctx.params)
+    limits = (p.max_ingredients, p.max_instructions, p.max_tokens)
     vocab_path = out / "word2vec" / "vocab.txt"
     vocab = Vocabulary.from_file(vocab_path)
     width = 2 if max(len(vocab), *limits) < 2**16 else 4
@@ -394,19 +408,18 @@ STAGE = Stage(
     out_inputs=("recipes.parquet", "ingredients.parquet", "recipe_classes.parquet", "word2vec/vocab.txt"),
     outputs=("recipes.lmdb/data.mdb",),
     description="every recipe tokenised in an LMDB file, keyed by id",
+    params=StoreParams,
 )
 
 
 def store(
     out: str | os.PathLike,
     *,
-    max_ingredients: int = 20,
-    max_instructions: int = 20,
-    max_tokens: int = 15,
+    params: StoreParams | None = None,
     workers: int = 1,
     force: bool = False,
     quiet: bool = True,
 ):
     """Run the `store` stage on a prepared OUT (after `word2vec` and `classes`)."""
-    params = {"max_ingredients": max_ingredients, "max_instructions": max_instructions, "max_tokens": max_tokens}
-    return run_stage(STAGE, src=None, out=out, params=params, workers=workers, force=force, quiet=quiet)
+    params = params or StoreParams()
+    return run_stage(STAGE, src=None, out=out, params=params.manifest(), workers=workers, force=force, quiet=quiet)
