@@ -126,6 +126,7 @@ def log(*args) -> None:
 def prepare_corpus(name: str, work: Path, split: str = "recipe1m") -> Path:
     """WORK/NAME/prepared, made once (prepare skips the stages whose manifests match);
     ``split="random"``: WORK/NAME/prepared-resplit, the pairs re-split 60/20/20 (seed 0)."""
+    from recipekit.pipeline.parse import ParseParams
     from recipekit.pipeline.prepare import PrepareConfig, prepare
 
     out = work / name / ("prepared" if split == "recipe1m" else "prepared-resplit")
@@ -141,7 +142,7 @@ def prepare_corpus(name: str, work: Path, split: str = "recipe1m") -> Path:
         if not (src / "layer1.json").exists():
             raise FileNotFoundError(f"{src}: the real corpus is missing")
     if not (out / "manifests" / "store.json").exists() or not (out / "shards" / "index.json").exists():
-        prepare(src, out, config=PrepareConfig(split=split), workers=2, quiet=True)
+        prepare(src, out, config=PrepareConfig(parse=ParseParams(split=split)), workers=2, quiet=True)
     return out
 
 

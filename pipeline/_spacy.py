@@ -23,7 +23,7 @@ def import_spacy() -> ModuleType:
     if hidden:
         sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
     try:
-        import spacy
+        import spacy  # deferred: heavy, and must be imported with torch hidden (above)
     finally:
         if hidden and sys.modules.get("torch", False) is None:
             del sys.modules["torch"]

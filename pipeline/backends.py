@@ -214,7 +214,7 @@ class RayExecutor(Executor):
     def _connect(self):
         if self._ray is not None:
             return self._ray
-        import ray
+        import ray  # deferred: optional (recipekit[ray]) and heavy
 
         if not ray.is_initialized():
             # Quiet by arguments only: no dashboard, worker output stays in Ray's session logs.

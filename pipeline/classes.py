@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -35,10 +36,11 @@ import pyarrow.parquet as pq
 from ._spacy import import_spacy
 from .parse import PARTITIONS
 from .stagekit import Stage, StageContext, atomic_path, run_stage
+from .stageparams import StageParams, positive_ints, require
 from .tablestream import iter_aligned
 from .tokenize import tokenize
 
-__all__ = ["STAGE", "classes", "BANNED_WORDS", "food101_names", "title_keys", "assign_classes", "auto_min_train"]
+__all__ = ["STAGE", "ClassesParams", "classes", "BANNED_WORDS", "food101_names", "title_keys", "assign_classes", "auto_min_train"]
 
 # Words that describe how a dish is made or sold, not what it is (our own list).
 BANNED_WORDS = frozenset(
@@ -54,6 +56,22 @@ _PUNCT_OR_DIGIT = re.compile(r"[^\w]|\d")
 _CLASSES_SCHEMA = pa.schema([("id", pa.large_string()), ("partition", pa.large_string()), ("class_id", pa.int32()),
                              ("class_name", pa.large_string())])
 _CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
+@dataclass(frozen=True)
+class ClassesParams(StageParams):
+    """The `classes` stage's settings (``prepare --set classes.KEY=VALUE``)."""
+
+    top_bigrams: int = 2000  # most frequent title bigrams considered
+    max_classes: int = 1000  # classes kept, at most
+    min_train: int | None = None  # train recipes a class needs; None: scaled to the corpus (auto_min_train)
+    food101: bool = True  # add Food-101 category names as classes
+
+    def __post_init__(self) -> None:
+        positive_ints(self, "classes", "top_bigrams", "max_classes")
+        if self.min_train is not None:
+            positive_ints(self, "classes", "min_train", minimum=0)
+        require(self, "classes", isinstance(self.food101, bool), "food101", "true or false")
 
 
 def auto_min_train(n_train: int) -> int:
@@ -205,23 +223,22 @@ def assign_classes(
 def _run(ctx: StageContext) -> dict[str, Any]:
     """Two passes over recipes.parquet in chunks: the titles' bigrams and extra names, then the
     labels written beside each chunk's ids (memory: see :class:`_TitlePairs`)."""
-    import_spacy()
+    import_spacy()  # deferred: spaCy is heavy, and imported with torch hidden (._spacy)
     from spacy.lang.en.stop_words import STOP_WORDS
 
     out = ctx.out
-    p = ctx.params
+    p = ClassesParams.from_manifest(ctx.params)
     part_code = {name: i for i, name in enumerate(PARTITIONS)}
     stop_words = frozenset(STOP_WORDS)
-    pairs = _TitlePairs(stop_words, food101_names() if p["food101"] else [])
+    pairs = _TitlePairs(stop_words, food101_names() if p.food101 else [])
     parts = []
     for (chunk,) in iter_aligned([(out / "recipes.parquet", ["partition", "title"])]):
         parts.append(chunk.get_column("partition").replace_strict(part_code, return_dtype=pl.Int8).to_numpy())
         pairs.add([title_keys(t, stop_words) for t in chunk.get_column("title").to_list()])
     partitions = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
     n_train = int((partitions == 0).sum())
-    min_train = p["min_train"] if p["min_train"] is not None else auto_min_train(n_train)
-    labels, names = pairs.assign(partitions, top_bigrams=p["top_bigrams"], max_classes=p["max_classes"],
-                                 min_train=min_train)
+    min_train = p.min_train if p.min_train is not None else auto_min_train(n_train)
+    labels, names = pairs.assign(partitions, top_bigrams=p.top_bigrams, max_classes=p.max_classes, min_train=min_train)
     del pairs
     with atomic_path(out / "recipe_classes.parquet") as tmp:
         done = 0
@@ -248,19 +265,17 @@ STAGE = Stage(
     out_inputs=("recipes.parquet",),
     outputs=("classes.json", "recipe_classes.parquet"),
     description="class labels from frequent title bigrams and Food-101 names",
+    params=ClassesParams,
 )
 
 
 def classes(
     out: str | os.PathLike,
     *,
-    top_bigrams: int = 2000,
-    max_classes: int = 1000,
-    min_train: int | None = None,
-    food101: bool = True,
+    params: ClassesParams | None = None,
     force: bool = False,
     quiet: bool = True,
 ):
-    """Run the `classes` stage on a prepared OUT (after `parse`). ``min_train=None``: scaled."""
-    params = {"top_bigrams": top_bigrams, "max_classes": max_classes, "min_train": min_train, "food101": food101}
-    return run_stage(STAGE, src=None, out=out, params=params, force=force, quiet=quiet)
+    """Run the `classes` stage on a prepared OUT (after `parse`)."""
+    params = params or ClassesParams()
+    return run_stage(STAGE, src=None, out=out, params=params.manifest(), force=force, quiet=quiet)

@@ -10,6 +10,7 @@ lines by :mod:`.ingredient_names`. Lines repeat a great deal across a corpus
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -19,12 +20,23 @@ from tqdm import tqdm
 from .backends import Executor, PoolExecutor
 from .ingredient_names import EXTRACTORS, IngredientExtractor
 from .stagekit import Stage, StageContext, atomic_path, run_stage
+from .stageparams import StageParams, require
 from .tablestream import iter_aligned
 
-__all__ = ["STAGE", "ingredients", "canonical_lists", "assemble", "vocabulary"]
+__all__ = ["STAGE", "IngredientsParams", "ingredients", "canonical_lists", "assemble", "vocabulary"]
 
 MIN_CHUNK, MAX_CHUNK = 500, 20_000
 _WORKER_EXTRACTOR: IngredientExtractor | None = None
+
+
+@dataclass(frozen=True)
+class IngredientsParams(StageParams):
+    """The `ingredients` stage's settings (``prepare --set ingredients.KEY=VALUE``)."""
+
+    extractor: str = "rules"  # how names are extracted from raw lines: one of .ingredient_names.EXTRACTORS
+
+    def __post_init__(self) -> None:
+        require(self, "ingredients", self.extractor in EXTRACTORS, "extractor", f"one of {', '.join(EXTRACTORS)}")
 
 
 def _init_worker(method: str) -> None:
@@ -141,7 +153,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     then each chunk's lists, written as they come. Memory: the distinct lines and their names,
     the det_ingrs entries and one chunk, whatever the number of recipes."""
     out = ctx.out
-    method = ctx.params["extractor"]
+    method = IngredientsParams.from_manifest(ctx.params).extractor
     seen: dict[str, None] = {}  # distinct lines, in order of first appearance
     has_null = False
     for (chunk,) in iter_aligned([(out / "recipes.parquet", ["ingredients"])]):
@@ -200,13 +212,14 @@ STAGE = Stage(
     out_inputs=("recipes.parquet", "det_ingrs.parquet"),
     outputs=("ingredients.parquet", "ingredient_vocab.parquet"),
     description="canonical ingredient names per recipe + vocabulary",
+    params=IngredientsParams,
 )
 
 
 def ingredients(
-    out: str | os.PathLike, *, extractor: str = "rules", workers: int = 1, force: bool = False, quiet: bool = True
+    out: str | os.PathLike, *, params: IngredientsParams | None = None, workers: int = 1, force: bool = False,
+    quiet: bool = True
 ):
     """Run the `ingredients` stage on a prepared OUT (after `parse`)."""
-    if extractor not in EXTRACTORS:
-        raise ValueError(f"unknown ingredient extractor {extractor!r}; choose from {', '.join(EXTRACTORS)}")
-    return run_stage(STAGE, src=None, out=out, params={"extractor": extractor}, workers=workers, force=force, quiet=quiet)
+    params = params or IngredientsParams()
+    return run_stage(STAGE, src=None, out=out, params=params.manifest(), workers=workers, force=force, quiet=quiet)

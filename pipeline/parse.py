@@ -16,6 +16,7 @@ import re
 import stat
 from array import array
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .jsonfast import map_array
 from .jsonstream import InvalidElement
 from .quarantine import Rejection, replace_stage_rows
 from .stagekit import Stage, StageContext, atomic_path, run_stage, staged
+from .stageparams import StageParams, require
 from .textclean import clean_text
 
 __all__ = [
@@ -38,12 +40,36 @@ __all__ = [
     "IMAGES_SCHEMA",
     "DET_SCHEMA",
     "STAGE",
+    "ParseParams",
     "parse",
     "validate_recipe",
     "image_relpath",
 ]
 
 PARTITIONS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ParseParams(StageParams):
+    """The `parse` stage's settings (``prepare --set parse.KEY=VALUE``)."""
+
+    split: str = "recipe1m"  # "recipe1m" (the corpus's partitions) | "random" (seeded re-split of the pairs)
+    split_seed: int = 0  # split "random": seed of the shuffle
+    split_ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)  # split "random": train / val / test
+
+    def __post_init__(self) -> None:
+        require(self, "parse", self.split in ("recipe1m", "random"), "split", "'recipe1m' or 'random'")
+
+    def manifest(self) -> dict[str, Any]:
+        if self.split == "recipe1m":  # the split settings are recorded only when they are used
+            return {}
+        return {"split": "random", "split_seed": int(self.split_seed),
+                "split_ratios": [float(r) for r in self.split_ratios]}
+
+    @classmethod
+    def from_manifest(cls, params: dict[str, Any]) -> ParseParams:
+        return cls(**{k: tuple(v) if k == "split_ratios" else v for k, v in params.items()})
+
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _IMAGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9]{1,5})?")
 BATCH = 20_000
@@ -437,9 +463,9 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     for code in accepted.values():
         per_partition[PARTITIONS[code & 3]] += 1
     resplit = {}
-    if ctx.params.get("split", "recipe1m") == "random":
-        per_partition, resplit = random_resplit(out, seed=int(ctx.params["split_seed"]),
-                                                ratios=tuple(ctx.params["split_ratios"]))
+    params = ParseParams.from_manifest(ctx.params)
+    if params.split == "random":
+        per_partition, resplit = random_resplit(out, seed=params.split_seed, ratios=params.split_ratios)
     return {
         "recipes": len(accepted),
         **{f"recipes_{p}": n for p, n in per_partition.items()},
@@ -466,7 +492,7 @@ def random_resplit(out: Path, *, seed: int, ratios: tuple[float, float, float] =
     the text-side stages and recipe-only batches). Rewrites the ``partition`` columns of
     ``recipes.parquet`` and ``images.parquet`` (image paths keep the source layout). Returns
     (recipes per partition, counts for the stage manifest)."""
-    import numpy as np
+    # polars is deferred: importing this module (PARTITIONS, from .store, which the loaders read) stays free of it
     import polars as pl
 
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
@@ -504,10 +530,13 @@ STAGE = Stage(
     src_inputs=("layer1.json", "layer2.json", "det_ingrs.json", "images"),
     outputs=("recipes.parquet", "images.parquet", "det_ingrs.parquet"),
     description="layer1/layer2/det_ingrs JSON -> validated Parquet",
+    params=ParseParams,
 )
 
 
-def parse(src: str | os.PathLike, out: str | os.PathLike, *, force: bool = False, quiet: bool = True, workers: int = 1):
+def parse(src: str | os.PathLike, out: str | os.PathLike, *, params: ParseParams | None = None, force: bool = False,
+          quiet: bool = True, workers: int = 1):
     """Run the `parse` stage (skipped when up to date); returns its :class:`StageReport`. With
     ``workers`` > 1, runs of layer1 records are decoded and validated in that many processes."""
-    return run_stage(STAGE, src=src, out=out, params={}, force=force, quiet=quiet, workers=workers)
+    params = params or ParseParams()
+    return run_stage(STAGE, src=src, out=out, params=params.manifest(), force=force, quiet=quiet, workers=workers)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+import typing
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from . import classes as _classes
 from . import ingredients as _ingredients
@@ -13,9 +16,11 @@ from . import shard as _shard
 from . import store as _store
 from . import word2vec as _word2vec
 from .backends import make_executor
+from .overrides import ConfigError, check_type, did_you_mean, parse_override
 from .stagekit import Stage, StageReport, run_stage
+from .stageparams import StageParams
 
-__all__ = ["STAGES", "PrepareConfig", "prepare", "default_workers", "summary_table"]
+__all__ = ["STAGES", "PrepareConfig", "prepare", "default_workers", "setting_keys", "summary_table"]
 
 STAGES: dict[str, Stage] = {
     s.name: s
@@ -28,51 +33,68 @@ def default_workers() -> int:
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
-    """Every setting of every stage (the CLI exposes each as an option)."""
+class PrepareConfig(Mapping[str, StageParams]):
+    """Every setting of every stage: a mapping of stage name to that stage's ``Params`` dataclass
+    (``config["shard"] is config.shard``), in pipeline order. :meth:`with_overrides` applies
+    ``STAGE.KEY=VALUE`` overrides (``recipekit prepare --set``)."""
 
-    ingredient_extractor: str = "rules"
+    parse: _parse.ParseParams = field(default_factory=_parse.ParseParams)
+    ingredients: _ingredients.IngredientsParams = field(default_factory=_ingredients.IngredientsParams)
     word2vec: _word2vec.Word2VecParams = field(default_factory=_word2vec.Word2VecParams)
-    class_top_bigrams: int = 2000
-    class_max: int = 1000
-    class_min_train: int | None = None  # None: scaled to the corpus size
-    class_food101: bool = True
+    classes: _classes.ClassesParams = field(default_factory=_classes.ClassesParams)
+    store: _store.StoreParams = field(default_factory=_store.StoreParams)
     shard: _shard.ShardParams = field(default_factory=_shard.ShardParams)
-    store_max_ingredients: int = 20  # store: limits of the tokenised recipes in recipes.lmdb
-    store_max_instructions: int = 20
-    store_max_tokens: int = 15
-    split: str = "recipe1m"  # parse: "recipe1m" (the corpus's partitions) | "random" (seeded re-split of the pairs)
-    split_seed: int = 0  # parse, split "random": seed of the shuffle
-    split_ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)  # parse, split "random": train / val / test
+
+    def __post_init__(self) -> None:
+        for name, stage in STAGES.items():
+            if not isinstance(getattr(self, name), stage.params):
+                raise TypeError(f"PrepareConfig.{name} must be a {stage.params.__name__}, "
+                                f"got {type(getattr(self, name)).__name__}")
+
+    def __getitem__(self, stage: str) -> StageParams:
+        if stage not in STAGES:
+            raise KeyError(stage)
+        return getattr(self, stage)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(STAGES)
+
+    def __len__(self) -> int:
+        return len(STAGES)
 
     def params(self, stage: str) -> dict:
-        if stage == "parse":
-            if self.split == "recipe1m":
-                return {}
-            if self.split != "random":
-                raise ValueError(f"split must be 'recipe1m' or 'random', got {self.split!r}")
-            return {"split": "random", "split_seed": int(self.split_seed),
-                    "split_ratios": [float(r) for r in self.split_ratios]}
-        if stage == "ingredients":
-            return {"extractor": self.ingredient_extractor}
-        if stage == "word2vec":
-            return asdict(self.word2vec)
-        if stage == "classes":
-            return {
-                "top_bigrams": self.class_top_bigrams,
-                "max_classes": self.class_max,
-                "min_train": self.class_min_train,
-                "food101": self.class_food101,
-            }
-        if stage == "shard":
-            return asdict(self.shard)
-        if stage == "store":
-            return {
-                "max_ingredients": self.store_max_ingredients,
-                "max_instructions": self.store_max_instructions,
-                "max_tokens": self.store_max_tokens,
-            }
-        raise KeyError(stage)
+        """The parameters ``stage`` records in its manifest."""
+        return self[stage].manifest()
+
+    def with_overrides(self, overrides: Iterable[str | tuple[str, Any]] | Mapping[str, Any]) -> PrepareConfig:
+        """A copy with ``overrides`` applied in order: ``"shard.max_images=64"`` strings (the value
+        read as TOML, as by ``train --set``), ``(key, value)`` pairs or a ``{key: value}`` dict."""
+        items = overrides.items() if isinstance(overrides, Mapping) else overrides
+        changes: dict[str, dict[str, Any]] = {}
+        for item in items:
+            path, value = parse_override(item) if isinstance(item, str) else (item[0].split("."), item[1])
+            stage, key = _check_key(path)
+            hint = typing.get_type_hints(STAGES[stage].params)[key]
+            changes.setdefault(stage, {})[key] = check_type(value, hint, f"prepare override {'.'.join(path)!r}")
+        return replace(self, **{stage: replace(self[stage], **kw) for stage, kw in changes.items()})
+
+
+def setting_keys() -> list[str]:
+    """Every ``STAGE.KEY`` that ``prepare --set`` takes, in pipeline order."""
+    return [f"{name}.{f.name}" for name, stage in STAGES.items() for f in fields(stage.params)]
+
+
+def _check_key(path: list[str]) -> tuple[str, str]:
+    text = ".".join(path)
+    known = setting_keys()
+    if text not in known:
+        stage_keys = [k for k in known if k.split(".")[0] == path[0]]
+        if len(path) == 1 and stage_keys:
+            raise ConfigError(f"prepare override {text!r}: expected STAGE.KEY (keys: {', '.join(stage_keys)})")
+        hint = did_you_mean(text, known) or (f" (keys: {', '.join(stage_keys)})" if stage_keys else
+                                             f" (stages: {', '.join(STAGES)})")
+        raise ConfigError(f"prepare override {text!r}: unknown key{hint}")
+    return path[0], path[1]
 
 
 def prepare(
@@ -81,6 +103,7 @@ def prepare(
     *,
     stages: list[str] | None = None,
     config: PrepareConfig | None = None,
+    overrides: Iterable[str | tuple[str, Any]] | Mapping[str, Any] = (),
     workers: int | None = None,
     force: bool = False,
     quiet: bool = False,
@@ -90,14 +113,16 @@ def prepare(
     """Run the selected stages (default: all, in order) from SRC into OUT.
 
     A stage whose manifest matches its parameters, inputs and outputs is skipped
-    unless ``force``. Returns one :class:`StageReport` per stage.
+    unless ``force``. Returns one :class:`StageReport` per stage. ``overrides`` are applied to
+    ``config`` (default: every stage's defaults) by :meth:`PrepareConfig.with_overrides`:
+    ``["shard.max_images=64", "word2vec.epochs=5"]``.
 
     ``backend`` says where the parallel parts of `ingredients`, `store` and `shard` run:
     ``"pool"`` (local processes) or ``"ray"`` (a local Ray, or the cluster at ``ray_address``;
     see :mod:`.backends`). The outputs are byte-identical either way, so the backend is not a
     stage parameter: a stage finished with one backend is skipped with the other.
     """
-    config = config or PrepareConfig()
+    config = (config or PrepareConfig()).with_overrides(overrides)
     names = list(STAGES) if not stages else stages
     unknown = [s for s in names if s not in STAGES]
     if unknown:

@@ -9,9 +9,9 @@ One sample per recipe that has photos, keyed by the recipe id::
 Plan first, then encode. The recipes of each partition are put in a seeded order
 (a keyed hash of the id, so shards mix dishes) and cut into shards by ``max_count``
 samples and by ``max_bytes`` as *estimated* before encoding (see
-:func:`estimate_image_bytes`), so the plan is known, and deterministic, before a
-single image is read. Each shard is then written by one worker (a spawned process, or a
-Ray task: :mod:`.backends`): its tar under a
+:func:`.shardplan.estimate_image_bytes`), so the plan is known, and deterministic, before a
+single image is read (:mod:`.shardplan` plans). Each shard is then written by one
+worker (a spawned process, or a Ray task: :mod:`.backends`): its tar under a
 temporary name, renamed into place, then ``{name}_stats.json`` last. The stats
 file carries a digest of the parameters and of the shard's planned content
 (recipe JSON, image paths, file sizes and times); a re-run reuses every shard whose
@@ -41,9 +41,15 @@ from pathlib import Path
 from typing import Any
 
 import PIL
+from tqdm import tqdm
 
 from .imageio import PIXEL_LIMIT, convert_image
+from .parse import PARTITIONS
+from .quarantine import Rejection, replace_stage_rows
+# cut_shards, estimate_image_bytes and shard_order are re-exported here: the planning helpers live in .shardplan
+from .shardplan import cut_shards, estimate_image_bytes, plan_shards, shard_order, shard_rows
 from .stagekit import Stage, StageContext, atomic_path, package_version, remove_stale_tmp, run_stage, write_json_atomic
+from .stageparams import StageParams
 
 __all__ = ["STAGE", "ShardParams", "shard", "estimate_image_bytes", "shard_order", "cut_shards", "SHARDS_DIR"]
 
@@ -51,19 +57,18 @@ SHARDS_DIR = "shards"
 MAX_BYTES = 1_000_000_000
 FORMAT_VERSION = 1  # bump when the bytes written for the same input change
 INPUTS = ("recipes.parquet", "images.parquet", "ingredients.parquet", "recipe_classes.parquet")
-_TAR_OVERHEAD = 512  # one tar header block per member
 PLAN_ROWS = 10_000  # recipes whose samples are read back at once (.shardplan.shard_rows)
 
 
 @dataclass(frozen=True)
-class ShardParams:
-    """Every setting of the `shard` stage (each is a `prepare` option ``--shard-...``)."""
+class ShardParams(StageParams):
+    """The `shard` stage's settings (``prepare --set shard.KEY=VALUE``; also ``--shard-...`` options)."""
 
     image_size: int = 256  # shorter side of the stored images, in pixels (never upscaled)
     quality: int = 90  # JPEG quality
     max_images: int = 5  # photos per sample, at most
     max_count: int = 1000  # samples per shard, at most
-    max_bytes: int = MAX_BYTES  # estimated bytes per shard, at most (see estimate_image_bytes)
+    max_bytes: int = MAX_BYTES  # estimated bytes per shard, at most (see .shardplan.estimate_image_bytes)
     seed: int = 0  # order of the recipes within a partition
     pixel_limit: int = PIXEL_LIMIT  # a photo with more pixels is refused as a decompression bomb
     # A photo reached through a symlink that leaves SRC/images is quarantined unless this is true.
@@ -98,38 +103,6 @@ def outside_link(images_dir: str | os.PathLike, rel: str) -> str | None:
     if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
         return None
     return real
-
-
-def estimate_image_bytes(image_size: int, quality: int) -> int:
-    """Planning estimate of one stored photo, tar header included: a 4:3 picture at 0.75
-    bytes per pixel up to quality 90 (real photos at 256 px measured 0.33 on average, 0.66
-    at most), growing by a fifth of that per quality step above 90."""
-    per_pixel = 0.75 * (1 + 0.2 * max(0, quality - 90))
-    return int(image_size * image_size * 4 / 3 * per_pixel) + _TAR_OVERHEAD
-
-
-def shard_order(ids: list[str], seed: int) -> list[int]:
-    """Indices of ``ids`` in shard order: sorted by a keyed hash of (seed, id). It depends on
-    nothing but the id and the seed, so adding a recipe does not reorder the others."""
-
-    def key(i: int) -> bytes:
-        return hashlib.blake2b(f"{seed}:{ids[i]}".encode(), digest_size=8).digest()
-
-    return sorted(range(len(ids)), key=key)
-
-
-def cut_shards(estimates: list[int], max_count: int, max_bytes: int) -> list[tuple[int, int]]:
-    """``[start, end)`` bounds: at most ``max_count`` samples and ``max_bytes`` (estimated) per
-    shard; a sample larger than ``max_bytes`` alone gets a shard of its own."""
-    bounds, start, total = [], 0, 0
-    for i, est in enumerate(estimates):
-        if i > start and (i - start >= max_count or total + est > max_bytes):
-            bounds.append((start, i))
-            start, total = i, 0
-        total += est
-    if start < len(estimates):
-        bounds.append((start, len(estimates)))
-    return bounds
 
 
 def _recipe_prefix(row: dict) -> str:
@@ -264,13 +237,7 @@ def _describe(task: dict[str, Any]) -> str:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from .parse import PARTITIONS
-    from .quarantine import Rejection, replace_stage_rows
-    from .shardplan import plan_shards, shard_rows
-
-    out, params = ctx.out, ShardParams(**ctx.params)
+    out, params = ctx.out, ShardParams.from_manifest(ctx.params)
     missing = [name for name in INPUTS if not (out / name).exists()]
     if missing:
         raise FileNotFoundError(f"stage 'shard' needs {', '.join(str(out / m) for m in missing)}: "
@@ -368,6 +335,7 @@ STAGE = Stage(
     out_inputs=INPUTS,
     outputs=(f"{SHARDS_DIR}/index.json",),
     description="photos + recipes -> WebDataset tar shards",
+    params=ShardParams,
 )
 
 
@@ -375,14 +343,7 @@ def shard(
     src: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    image_size: int = 256,
-    quality: int = 90,
-    max_images: int = 5,
-    max_count: int = 1000,
-    max_bytes: int = MAX_BYTES,
-    seed: int = 0,
-    pixel_limit: int = PIXEL_LIMIT,
-    allow_external_links: bool = False,
+    params: ShardParams | None = None,
     workers: int = 1,
     force: bool = False,
     quiet: bool = True,
@@ -392,7 +353,5 @@ def shard(
     Finished shards (stats file with the same digest, tar of the recorded size) are reused
     even with ``force``; their bytes would be the same. Delete ``OUT/shards`` to re-encode.
     """
-    params = ShardParams(image_size=image_size, quality=quality, max_images=max_images, max_count=max_count,
-                         max_bytes=max_bytes, seed=seed, pixel_limit=pixel_limit,
-                         allow_external_links=allow_external_links)
-    return run_stage(STAGE, src=src, out=out, params=asdict(params), workers=workers, force=force, quiet=quiet)
+    params = params or ShardParams()
+    return run_stage(STAGE, src=src, out=out, params=params.manifest(), workers=workers, force=force, quiet=quiet)

@@ -34,8 +34,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .backends import PoolExecutor
+from .stageparams import StageParams
+
 __all__ = [
     "Stage",
+    "StageParams",
     "StageContext",
     "StageReport",
     "atomic_path",
@@ -297,7 +301,8 @@ class StageContext:
 
 @dataclass(frozen=True)
 class Stage:
-    """A named step of `prepare`. ``inputs``/``outputs`` are relative to SRC/OUT."""
+    """A named step of `prepare`. ``inputs``/``outputs`` are relative to SRC/OUT; ``params`` is
+    the stage's :class:`StageParams` dataclass."""
 
     name: str
     run: Callable[[StageContext], dict[str, Any]]
@@ -305,6 +310,7 @@ class Stage:
     out_inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     description: str = ""
+    params: type[StageParams] | None = None
 
 
 @dataclass
@@ -401,8 +407,6 @@ def run_stage(
         remove_stale_tmp(folder)
     missing = [rel for rel in stage.src_inputs if src is None or not (src / rel).exists()]
     if executor is None:
-        from .backends import PoolExecutor
-
         executor = PoolExecutor(max(1, workers))
     ctx = StageContext(src=src, out=out, params=params, workers=max(1, workers), quiet=quiet, executor=executor)
     ctx.extra["missing_src"] = missing

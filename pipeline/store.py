@@ -29,15 +29,22 @@ import os
 import sys
 import threading
 from array import array
+from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lmdb
+import numpy as np
+from tqdm import tqdm
+
 from .parse import PARTITIONS
 from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage, staged
+from .stageparams import StageParams, positive_ints
 from .vocab import Vocabulary, tokenise_sample
 
-__all__ = ["FORMAT", "STAGE", "RecipeStore", "decode_record", "encode_record", "store"]
+__all__ = ["FORMAT", "STAGE", "StoreParams", "RecipeStore", "decode_record", "encode_record", "store"]
 
 FORMAT = "recipekit.recipes/1"
 _MAGIC = b"RK\x01"
@@ -46,6 +53,18 @@ _CODES = {2: "H", 4: "I"}
 _LITTLE = sys.byteorder == "little"
 CHUNK = 20_000  # recipes per write transaction
 TASK = 5_000  # recipes per encoding task, at most CHUNK (two tasks per worker are in flight: memory)
+
+
+@dataclass(frozen=True)
+class StoreParams(StageParams):
+    """The `store` stage's settings (``prepare --set store.KEY=VALUE``): limits of the tokenised recipes."""
+
+    max_ingredients: int = 20  # ingredient lines kept per recipe
+    max_instructions: int = 20  # instructions kept per recipe
+    max_tokens: int = 15  # tokens kept per title, ingredient line and instruction
+
+    def __post_init__(self) -> None:
+        positive_ints(self, "store", "max_ingredients", "max_instructions", "max_tokens")
 
 
 def _ints(values: list[int], width: int) -> bytes:
@@ -132,8 +151,6 @@ if hasattr(os, "register_at_fork"):
 
 
 def _acquire_env(path: Path, readahead: bool):
-    import lmdb
-
     st = os.stat(path / "data.mdb")
     key = (st.st_dev, st.st_ino)
     with _ENVS_LOCK:
@@ -291,9 +308,7 @@ def _encode_chunk(rows: list[tuple]) -> list[bytes]:
 def _encoded_chunks(ctx: StageContext, out: Path, vocab_path: Path, limits, width) -> Iterator[tuple[list, list, list]]:
     """(ids, partitions, encoded values) per task of ``min(TASK, CHUNK)`` recipes in recipes.parquet order,
     read in step from the row-aligned stage outputs and encoded by ``ctx.executor``."""
-    from collections import deque
-
-    from .tablestream import iter_aligned, num_rows
+    from .tablestream import iter_aligned, num_rows  # deferred: it imports polars (see _run)
 
     specs = [(out / "recipes.parquet", ["id", "partition", "title", "ingredients", "instructions"]),
              (out / "ingredients.parquet", ["ingredients"]), (out / "recipe_classes.parquet", ["class_id"])]
@@ -319,14 +334,11 @@ def _describe(rows: list[tuple]) -> str:
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
-    import polars as pl  # the stage only: readers (RecipeStore, the loaders) need lmdb alone
+    # polars is deferred (the heavy dependency of the stage only): readers (RecipeStore, the loaders) need lmdb alone
+    import polars as pl
 
-    import lmdb
-    import numpy as np
-    from tqdm import tqdm
-
-    out, p = ctx.out, ctx.params
-    limits = (p["max_ingredients"], p["max_instructions"], p["max_tokens"])
+    out, p = ctx.out, StoreParams.from_manifest(ctx.params)
+    limits = (p.max_ingredients, p.max_instructions, p.max_tokens)
     vocab_path = out / "word2vec" / "vocab.txt"
     vocab = Vocabulary.from_file(vocab_path)
     width = 2 if max(len(vocab), *limits) < 2**16 else 4
@@ -396,19 +408,18 @@ STAGE = Stage(
     out_inputs=("recipes.parquet", "ingredients.parquet", "recipe_classes.parquet", "word2vec/vocab.txt"),
     outputs=("recipes.lmdb/data.mdb",),
     description="every recipe tokenised in an LMDB file, keyed by id",
+    params=StoreParams,
 )
 
 
 def store(
     out: str | os.PathLike,
     *,
-    max_ingredients: int = 20,
-    max_instructions: int = 20,
-    max_tokens: int = 15,
+    params: StoreParams | None = None,
     workers: int = 1,
     force: bool = False,
     quiet: bool = True,
 ):
     """Run the `store` stage on a prepared OUT (after `word2vec` and `classes`)."""
-    params = {"max_ingredients": max_ingredients, "max_instructions": max_instructions, "max_tokens": max_tokens}
-    return run_stage(STAGE, src=None, out=out, params=params, workers=workers, force=force, quiet=quiet)
+    params = params or StoreParams()
+    return run_stage(STAGE, src=None, out=out, params=params.manifest(), workers=workers, force=force, quiet=quiet)

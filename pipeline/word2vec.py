@@ -34,6 +34,7 @@ import polars as pl
 from tqdm import tqdm
 
 from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, atomic_path, run_stage
+from .stageparams import StageParams, positive_ints, require
 from .tablestream import iter_aligned, num_rows
 from .tokenize import ingredient_token, tokenize, underscore_ingredients
 
@@ -50,7 +51,9 @@ class UnsafeArtefactError(ValueError):
 
 
 @dataclass(frozen=True)
-class Word2VecParams:
+class Word2VecParams(StageParams):
+    """The `word2vec` stage's settings (``prepare --set word2vec.KEY=VALUE``): gensim's arguments."""
+
     vector_size: int = 300
     window: int = 10
     min_count: int = 10
@@ -59,6 +62,14 @@ class Word2VecParams:
     hs: int = 1  # hierarchical softmax
     negative: int = 0  # no negative sampling
     seed: int = 1234
+
+    def __post_init__(self) -> None:
+        positive_ints(self, "word2vec", "vector_size", "window", "min_count", "epochs")
+        positive_ints(self, "word2vec", "negative", minimum=0)
+        for key in ("sg", "hs"):
+            require(self, "word2vec", getattr(self, key) in (0, 1) and not isinstance(getattr(self, key), bool),
+                    key, "0 or 1")
+        require(self, "word2vec", isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an integer")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Word2VecParams:
@@ -153,7 +164,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     from gensim.models import Word2Vec  # heavy import, only where needed
 
     out = ctx.out
-    params = Word2VecParams(**ctx.params)
+    params = Word2VecParams.from_manifest(ctx.params)
     corpus = out / f"word2vec-corpus.txt{TMP_MARK}{os.getpid()}"  # scratch; removed below or on re-run
     try:
         stats = write_corpus_files(out, corpus, ctx.quiet, executor=ctx.executor)
@@ -177,6 +188,7 @@ STAGE = Stage(
     out_inputs=("recipes.parquet", "ingredients.parquet"),
     outputs=(f"word2vec/{VECTORS_FILE}", f"word2vec/{VOCAB_FILE}"),
     description="gensim word2vec on train titles, ingredients and instructions",
+    params=Word2VecParams,
 )
 
 
@@ -185,7 +197,7 @@ def word2vec(
 ):
     """Run the `word2vec` stage on a prepared OUT (after `ingredients`)."""
     params = params or Word2VecParams()
-    return run_stage(STAGE, src=None, out=out, params=asdict(params), workers=workers, force=force, quiet=quiet)
+    return run_stage(STAGE, src=None, out=out, params=params.manifest(), workers=workers, force=force, quiet=quiet)
 
 
 def save_vectors(folder: str | os.PathLike, words: list[str], vectors: np.ndarray) -> None:
@@ -214,7 +226,7 @@ def load_vectors(out: str | os.PathLike, *, allow_pickle: bool = False):
     ``out``: a prepared folder, its ``word2vec`` folder or a file in it. A folder of an older
     version (only ``word2vec.kv``, a pickle that can run code) is read only with
     ``allow_pickle=True``; otherwise :class:`UnsafeArtefactError` says what to do."""
-    from gensim.models import KeyedVectors
+    from gensim.models import KeyedVectors  # deferred: heavy, and only for the older pickle format
 
     folder = _vectors_folder(Path(out))
     npy, legacy = folder / VECTORS_FILE, folder / PICKLE_FILE

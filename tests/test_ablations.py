@@ -360,11 +360,12 @@ def test_ht_recipe_loss_follows_the_tower_components(prepared_demo):
 def test_random_resplit_is_seeded_60_20_20_of_the_pairs_and_recorded(demo_corpus, tmp_path):
     import polars as pl
 
+    from recipekit.pipeline.parse import ParseParams
     from recipekit.pipeline.prepare import PrepareConfig, prepare
 
     def split(seed, out):
-        prepare(demo_corpus, out, stages=["parse"], config=PrepareConfig(split="random", split_seed=seed),
-                workers=1, quiet=True)
+        config = PrepareConfig(parse=ParseParams(split="random", split_seed=seed))
+        prepare(demo_corpus, out, stages=["parse"], config=config, workers=1, quiet=True)
         rec = pl.read_parquet(out / "recipes.parquet", columns=["id", "partition"])
         img = pl.read_parquet(out / "images.parquet", columns=["recipe_id", "partition", "path", "present"])
         return dict(zip(rec["id"], rec["partition"])), img
@@ -389,7 +390,7 @@ def test_random_resplit_is_seeded_60_20_20_of_the_pairs_and_recorded(demo_corpus
     assert again == parts and other != parts
     with pytest.raises(ValueError, match="ratios"):
         prepare(demo_corpus, tmp_path / "d", stages=["parse"],
-                config=PrepareConfig(split="random", split_ratios=(0.5, 0.2, 0.2)), workers=1, quiet=True)
+                config=PrepareConfig(parse=ParseParams(split="random", split_ratios=(0.5, 0.2, 0.2))), workers=1, quiet=True)
 
 
 def _parse_only(src, out):

@@ -297,7 +297,7 @@ def test_real_shard_stage_when_present(demo_corpus, tmp_path):
     config = PrepareConfig(word2vec=Word2VecParams(vector_size=16, epochs=1, min_count=2))
     prepare(demo_corpus, out, stages=["parse", "ingredients", "word2vec", "classes", "store"], config=config,
             workers=1, quiet=True)
-    shard_mod.shard(demo_corpus, out, max_count=40, quiet=True)
+    shard_mod.shard(demo_corpus, out, params=shard_mod.ShardParams(max_count=40), quiet=True)
     vocab = Vocabulary.from_file(out / "word2vec" / "vocab.txt")
     folder = out / "shards" / "train"
     loader, info = make_loader(folder, vocab=vocab, train=False, batch_size=16, image_size=64)

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from recipekit.cli.main import main as cli
+from recipekit.pipeline.classes import ClassesParams
 from recipekit.pipeline.prepare import STAGES, PrepareConfig, prepare
 from recipekit.pipeline.word2vec import Word2VecParams
 
@@ -92,7 +93,7 @@ def test_rerun_skips_and_force_redoes(text_corpus, tmp_path):
     first = prepare(text_corpus, out, config=FAST, workers=1, quiet=True)
     assert [r.name for r in first] == list(STAGES) and {r.status for r in first} == {"ran"}
     assert {r.status for r in prepare(text_corpus, out, config=FAST, workers=1, quiet=True)} == {"skipped"}
-    other = PrepareConfig(word2vec=FAST.word2vec, class_max=3, class_food101=False)
+    other = PrepareConfig(word2vec=FAST.word2vec, classes=ClassesParams(max_classes=3, food101=False))
     status = {r.name: r.status for r in prepare(text_corpus, out, config=other, workers=1, quiet=True)}
     assert [status[s] for s in ("parse", "ingredients", "word2vec", "classes")] == ["skipped"] * 3 + ["ran"]
     assert len(json.loads((out / "classes.json").read_text())) <= 4

@@ -17,7 +17,7 @@ from PIL import Image
 
 from recipekit.pipeline.prepare import prepare
 from recipekit.pipeline.quarantine import read_quarantine
-from recipekit.pipeline.shard import cut_shards, shard, shard_order
+from recipekit.pipeline.shard import ShardParams, cut_shards, shard, shard_order
 
 TEXT_STAGES = ["parse", "ingredients", "classes"]
 
@@ -105,11 +105,11 @@ def check_round_trip(out: Path, counts: dict, image_size: int = 256, max_images:
 def test_demo_corpus_round_trips_and_is_deterministic(demo_corpus, demo_prepared, tmp_path, monkeypatch):
     import recipekit.pipeline.shard as shard_module
 
-    a = shard(demo_corpus, _copy(demo_prepared, tmp_path / "a"), max_count=40, workers=1)
-    b = shard(demo_corpus, _copy(demo_prepared, tmp_path / "b"), max_count=40, workers=2)
+    a = shard(demo_corpus, _copy(demo_prepared, tmp_path / "a"), params=ShardParams(max_count=40), workers=1)
+    b = shard(demo_corpus, _copy(demo_prepared, tmp_path / "b"), params=ShardParams(max_count=40), workers=2)
     # planned and read back 7 recipes at a time (runs of shards; a 40-sample shard alone): same bytes
     monkeypatch.setattr(shard_module, "PLAN_ROWS", 7)
-    c = shard(demo_corpus, _copy(demo_prepared, tmp_path / "c"), max_count=40, workers=1)
+    c = shard(demo_corpus, _copy(demo_prepared, tmp_path / "c"), params=ShardParams(max_count=40), workers=1)
     monkeypatch.undo()
     assert a.status == b.status == c.status == "ran" and a.counts["shards"] > 3 and c.counts == a.counts
     samples = check_round_trip(tmp_path / "a", a.counts)
@@ -118,14 +118,14 @@ def test_demo_corpus_round_trips_and_is_deterministic(demo_corpus, demo_prepared
     for rel in tars + [Path("shards/index.json"), Path("shards/train/sizes.json")]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "c" / rel).read_bytes(), rel
-    again = shard(demo_corpus, tmp_path / "a", max_count=40)
+    again = shard(demo_corpus, tmp_path / "a", params=ShardParams(max_count=40))
     assert again.status == "skipped"
 
 
 def test_stock_webdataset_reads_every_sample(demo_corpus, demo_prepared, tmp_path):
     wds = pytest.importorskip("webdataset")
     out = _copy(demo_prepared, tmp_path / "out")
-    counts = shard(demo_corpus, out, max_count=50).counts
+    counts = shard(demo_corpus, out, params=ShardParams(max_count=50)).counts
     index = json.loads((out / "shards" / "index.json").read_text())
     urls = [str(out / "shards" / p / s) for p, e in index.items() for s in e["shards"]]
     seen = 0
@@ -212,7 +212,7 @@ def _bad_corpus(root: Path) -> Path:
 def test_bad_photos_are_converted_or_quarantined(tmp_path):
     src = _bad_corpus(tmp_path / "src")
     out = _prepared(src, tmp_path / "out")
-    counts = shard(src, out, image_size=128, pixel_limit=1_000_000).counts
+    counts = shard(src, out, params=ShardParams(image_size=128, pixel_limit=1_000_000)).counts
     samples = check_round_trip(out, counts, image_size=128)
     q = {r["record_id"]: r for r in read_quarantine(out).to_pylist() if r["stage"] == "shard"}
     rows = pl.read_parquet(out / "images.parquet").sort("position").select("image_id", "recipe_id").rows()
@@ -245,7 +245,7 @@ def test_bad_photos_are_converted_or_quarantined(tmp_path):
 
 def test_killed_run_resumes_to_the_same_bytes(demo_corpus, demo_prepared, tmp_path):
     clean = _copy(demo_prepared, tmp_path / "clean")
-    expected = shard(demo_corpus, clean, max_count=4, workers=2).counts
+    expected = shard(demo_corpus, clean, params=ShardParams(max_count=4), workers=2).counts
     out = _copy(demo_prepared, tmp_path / "out")
     cmd = [sys.executable, "-m", "recipekit.cli.main", "prepare", str(demo_corpus), str(out), "--quiet",
            "--stages", "shard", "--workers", "1", "--shard-max-count", "4"]
@@ -258,7 +258,7 @@ def test_killed_run_resumes_to_the_same_bytes(demo_corpus, demo_prepared, tmp_pa
     assert not (out / "manifests" / "shard.json").exists(), "the run finished before the kill landed"
     finished = len(list(out.glob("shards/*/*_stats.json")))
     assert 1 <= finished < expected["shards"]
-    resumed = shard(demo_corpus, out, max_count=4).counts
+    resumed = shard(demo_corpus, out, params=ShardParams(max_count=4)).counts
     assert resumed["shards_reused"] >= finished and resumed["shards_reused"] < resumed["shards"]
     def listing(root: Path) -> list[str]:
         return sorted(str(p.relative_to(root)) for p in (root / "shards").rglob("*")
@@ -271,7 +271,7 @@ def test_killed_run_resumes_to_the_same_bytes(demo_corpus, demo_prepared, tmp_pa
             assert (clean / rel).read_bytes() == (out / rel).read_bytes(), rel
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     # Other parameters: a new plan, and the shards of the old one are gone.
-    fewer = shard(demo_corpus, out, max_count=1000).counts
+    fewer = shard(demo_corpus, out, params=ShardParams(max_count=1000)).counts
     assert fewer["shards"] == 3 and fewer["shards_reused"] == 0
     assert sorted(p.name for p in (out / "shards" / "train").iterdir()) == [
         "sizes.json", "train-000000.tar", "train-000000_stats.json"]
@@ -295,7 +295,7 @@ def test_plan_helpers():
     sub = shard_order(ids[:10], 0)
     assert [ids[i] for i in order if i < 10] == [ids[i] for i in sub]
     with pytest.raises(ValueError, match="quality"):
-        shard("x", "y", quality=0)
+        ShardParams(quality=0)
 
 
 def test_symlinks_that_leave_the_corpus_are_refused_unless_allowed(tmp_path):
@@ -330,7 +330,7 @@ def test_symlinks_that_leave_the_corpus_are_refused_unless_allowed(tmp_path):
     assert counts["samples"] == 1 and counts["images_quarantined"] == 2
     for iid in ("0010beef.jpg", "0020beef.jpg"):
         assert q[iid].startswith("symlink leaves the corpus (to ") and str(secret) in q[iid], q
-    allowed = shard(src, out, allow_external_links=True).counts
+    allowed = shard(src, out, params=ShardParams(allow_external_links=True)).counts
     assert allowed["samples"] == 3 and allowed["images_quarantined"] == 0
 
 

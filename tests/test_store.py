@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from recipekit.pipeline.prepare import PrepareConfig, prepare
-from recipekit.pipeline.store import RecipeStore, decode_record, encode_record, store
+from recipekit.pipeline.store import RecipeStore, StoreParams, decode_record, encode_record, store
 from recipekit.pipeline.vocab import Vocabulary, tokenise_sample
 from recipekit.pipeline.word2vec import Word2VecParams
 
@@ -71,7 +71,7 @@ def test_skipped_when_up_to_date_and_rerun_on_change(prepared):
     again = store(out, force=True)
     assert again.status == "ran" and (out / "recipes.lmdb" / "data.mdb").read_bytes() == before  # deterministic
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
-    short = store(out, max_tokens=3)
+    short = store(out, params=StoreParams(max_tokens=3))
     assert short.status == "ran"
     assert all(len(t) <= 3 for t in RecipeStore(out)[RecipeStore(out).keys()[0]]["instructions"])
     assert store(out).status == "ran"  # back to the defaults

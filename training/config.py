@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from recipekit.pipeline.overrides import ConfigError, check_type, parse_override, set_path
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -35,10 +37,6 @@ __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "TrainSection", "DDPConfig",
     "LogConfig", "GanConfig", "TrainConfig", "load_config", "parse_override", "LOSS_TRAINER_KEYS",
 ]
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the source and the key."""
 
 
 @dataclass
@@ -187,35 +185,7 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-# -- parsing -------------------------------------------------------------------------------
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"optim.lr=3e-4"`` -> (["optim", "lr"], 3e-4). The value is a TOML value
-    (numbers, true/false, "strings", [arrays], {inline = tables}) or else a bare string."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE (e.g. optim.lr=3e-4)")
-    path = key.split(".")
-    if any(not p for p in path):
-        raise ConfigError(f"override {text!r}: empty part in key {key!r}")
-    raw = raw.strip()
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return path, value
-
-
-def _set(raw: dict, path: list[str], value: Any, text: str) -> None:
-    node = raw
-    for part in path[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {text!r}: {part!r} is not a table")
-        node = child
-    node[path[-1]] = value
-
-
+# -- parsing (the override parser is shared with `prepare --set`: recipekit.pipeline.overrides) --
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
@@ -223,35 +193,6 @@ def _hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
     return _HINTS[cls]
-
-
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    args = typing.get_args(hint)
-    if type(None) in args:  # X | None
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if hint is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return copy.deepcopy(dict(value))
-    raise AssertionError(hint)  # pragma: no cover
 
 
 def _section(cls: type, raw: Any, name: str, src: str):
@@ -262,7 +203,7 @@ def _section(cls: type, raw: Any, name: str, src: str):
     kwargs, extra = {}, {}
     for key, value in raw.items():
         if key in names and not (cls is LossConfig and key == "options"):
-            kwargs[key] = _check_type(value, hints[key], f"{src}: {name}.{key}")
+            kwargs[key] = check_type(value, hints[key], f"{src}: {name}.{key}")
         elif cls is LossConfig:
             extra[key] = value
         else:
@@ -332,7 +273,7 @@ def load_config(source: str | os.PathLike | Mapping[str, Any] | TrainConfig,
         text = ".".join(path_parts)
         if path_parts[0] not in _SECTIONS:
             raise ConfigError(f"override {text!r}: unknown section {path_parts[0]!r} (sections: {', '.join(_SECTIONS)})")
-        _set(raw, path_parts, value, text)
+        set_path(raw, path_parts, value, text)
     cfg = from_dict(raw, name)
     if not isinstance(source, (TrainConfig, Mapping)):
         cfg.source = str(path.resolve())
