@@ -28,7 +28,8 @@ from click.testing import CliRunner  # noqa: E402
 from recipekit.cli.main import main  # noqa: E402
 from recipekit.pipeline.store import RecipeStore  # noqa: E402
 from recipekit.search import SearchEngine, SearchError, build_index, read_meta  # noqa: E402
-from recipekit.search.ingredients import mentions, without_ingredients  # noqa: E402
+from recipekit.search.ingredients import (IngredientVocabulary, RecipeMentions, mentions,  # noqa: E402
+                                          without_ingredients)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +177,22 @@ def test_without_drops_lines_and_instructions_that_name_it():
     out = without_ingredients(recipe, ["tomato"])
     assert out["ingredients"] == [{"text": "1 cup basil"}]
     assert out["instructions"] == [{"text": "Add basil."}]
+
+
+def test_exclude_reads_the_raw_ingredient_lines_too():
+    """The tomato soup whose extracted names missed "2 tomatoes" is excluded by its raw line;
+    plurals fold both ways, whole words only."""
+    vocab = IngredientVocabulary(["tomato", "cherry tomato", "water", "salt", "tomatillo", "berry", "bread"])
+    names = [["water", "salt"], ["cherry tomato"], ["tomatillo"], ["bread"], [], None]
+    lines = [["2 tomatoes", "1 l water", "salt"], ["200 g cherry tomatoes"], ["6 tomatillos"], ["1 loaf bread"],
+             ["2 cups mixed berries"], None]
+    found = RecipeMentions(names, lines, vocab)
+    assert found("tomato").tolist() == [True, True, False, False, False, False]
+    assert found("berry").tolist() == [False, False, False, False, True, False]
+    assert found("tomatillo").tolist() == [False, False, True, False, False, False]
+    assert found("bread").tolist() == [False, False, False, True, False, False]
+    with pytest.raises(ValueError, match="6 recipes have names but 2"):
+        RecipeMentions(names, lines[:2], vocab)
 
 
 def test_recipe_file_errors_name_the_file(tmp_path):
