@@ -97,6 +97,7 @@ class SearchEngine:
         self._image_row = {(self.recipes["recipe_id"][r], p): j
                            for j, (r, p) in enumerate(zip(self.images["recipe_row"], self.images["position"]))}
         self._class_ids = np.asarray(self.recipes["class_id"], dtype=np.int64)
+        self._partition_of = np.asarray([p or "" for p in self.recipes["partition"]], dtype=str)
         self._image_recipe = np.asarray(self.images["recipe_row"], dtype=np.int64)
         self._indexes: dict[str, Any] = {}
         self._mentions: RecipeMentions | None = None
@@ -221,7 +222,7 @@ class SearchEngine:
 
     def partitions(self) -> list[str]:
         """The partitions (splits) of the indexed recipes, sorted."""
-        return sorted({p for p in self.recipes["partition"] if p})
+        return [str(p) for p in np.unique(self._partition_of) if p]
 
     def _partition(self, partition: str | None) -> str | None:
         wanted = str(partition or "").strip().lower()
@@ -249,7 +250,7 @@ class SearchEngine:
             return None
         mask = np.ones(len(self), dtype=bool) if cls is None else self._class_ids == cls[0]
         if part is not None:
-            mask &= np.asarray([p == part for p in self.recipes["partition"]], dtype=bool)
+            mask &= self._partition_of == part
         if excluded:
             if self._mentions is None:
                 self._mentions = RecipeMentions(self.recipes["ingredients"], self._text_table().column("ingredients"),
