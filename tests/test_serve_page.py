@@ -204,13 +204,16 @@ def test_page_end_to_end_in_headless_chromium(server, tmp_path):
         assert [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#class option")] == ["any class", *engine.classes()]
         assert [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#partition option")] == [
             "all", *engine.partitions()]
-        # the layout: both forms side by side, of one height, and no empty space under either form's button
-        gaps = js("""return [...document.querySelectorAll('.panel')].map(p => {
-            const r = p.getBoundingClientRect(), b = p.querySelector('button').getBoundingClientRect();
-            return [r.top, r.height, r.bottom - b.bottom]; })""")
-        assert len(gaps) == 2 and gaps[0][0] == gaps[1][0] and gaps[0][1] == gaps[1][1], gaps
-        assert all(g[2] < 40 for g in gaps), f"empty space under a form: {gaps}"
-        assert find(By.ID, "drop").size["height"] > 150
+        def layout():
+            """Both forms side by side, of one height, and no empty space under either form's button."""
+            gaps = js("""return [...document.querySelectorAll('.panel')].map(p => {
+                const r = p.getBoundingClientRect(), b = p.querySelector('button').getBoundingClientRect();
+                return [r.top, r.height, r.bottom - b.bottom]; })""")
+            assert len(gaps) == 2 and gaps[0][0] == gaps[1][0] and gaps[0][1] == gaps[1][1], gaps
+            assert all(g[2] < 40 for g in gaps), f"empty space under a form: {gaps}"
+            assert find(By.ID, "drop").size["height"] > 150
+
+        layout()
 
         # a photo from the file field: a preview, then 12 cards
         photo = tmp_path / "photo.jpg"
@@ -230,6 +233,8 @@ def test_page_end_to_end_in_headless_chromium(server, tmp_path):
         drop_file(browser, f"/api/photo/{urllib.parse.quote(other[0], safe='')}/{other[1]}", "dropped.jpg")
         wait.until(lambda b: b.find_element(By.ID, "drop-hint").text == "dropped.jpg")
         assert find(By.ID, "preview").get_attribute("src").startswith("blob:")
+        assert js("return document.getElementById('photo').files[0].name") == "dropped.jpg"
+        layout()  # with a preview in the drop zone too
         Select(find(By.ID, "partition")).select_by_value("test")
         previous = title()
         find(By.ID, "photo-submit").click()

@@ -152,6 +152,11 @@ drop.addEventListener("drop", (event) => {
     showError("drop a photo file (JPEG, PNG or WebP)");
     return;
   }
+  try {
+    $("photo").files = files;  // the file field names the dropped photo too
+  } catch (e) {
+    // an old browser: the drop zone still holds it
+  }
   choose(files[0]);
 });
 
