@@ -2,7 +2,7 @@
 
 Standard library only (:mod:`http.server` handlers on a bounded worker pool, see
 :class:`RecipeServer`): the page is one static HTML
-file with its script and style (``search/static/``, no CDN: it works offline), and five JSON
+file with its script, style and icon (``search/static/``, no CDN: it works offline), and JSON
 or image endpoints over one :class:`~recipekit.search.SearchEngine`:
 
 * ``GET /`` - the page; ``GET /static/<file>`` - its script, style and icon (also ``/favicon.ico``);
