@@ -334,6 +334,17 @@ def test_cli_index_and_search(trained_demo_run, index_dir, engine, tmp_path, mon
     photo.write_bytes(engine.image_bytes(engine.images["recipe_id"][0], 0))
     res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--image", str(photo), "--json"])
     assert res.exit_code == 0 and len(json.loads(res.output)) == 10
+    drop = _frequent(engine, 1)
+    res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--ingredients", name,
+                               "--exclude", drop, "--partition", "test", "-k", "10", "--target", "recipes", "--json"])
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.output)
+    assert len(hits) == 10 and {h["partition"] for h in hits} == {"test"}
+    assert not any(drop in engine.recipes["ingredients"][engine._row[h["recipe_id"]]] for h in hits)
+    res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--ingredients",
+                               f"{name}, {drop}", "--remove", drop, "-k", "5", "--json"])
+    assert res.exit_code == 0 and [h["image_path"] for h in json.loads(res.output)] == \
+        [h.image_path for h in engine.by_ingredients([name], k=5)]
     res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--ingredients", "zzqx"])
     assert res.exit_code != 0 and "unknown ingredient 'zzqx'" in res.output
     res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir)])
