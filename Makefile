@@ -22,7 +22,7 @@ demo: install
 test: install browser
 	$(BIN)/python -m pytest -q
 
-# The headless browser of tests/test_serve.py (Debian's chromium + chromedriver). Idempotent: does
+# The headless browser of tests/test_serve_page.py (Debian's chromium + chromedriver). Idempotent: does
 # nothing when both are on PATH; installs them when run as root with apt-get; else says the browser
 # test will skip (and fail under CI=true).
 browser:

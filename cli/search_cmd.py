@@ -54,20 +54,28 @@ def index_cmd(run, data, out, device, batch_size, workers, approximate_above, qu
 @click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Query recipe, a layer1-style JSON file: find its photos (or recipes).")
 @click.option("--ingredients", default=None, help='Comma-separated ingredients, e.g. "tomato, basil".')
-@click.option("--without", multiple=True, help="Ingredient(s) to exclude (repeat, or comma-separate).")
+@click.option("--without", multiple=True, help="Ingredient(s) to leave out: --remove and --exclude both "
+              "(repeat, or comma-separate).")
+@click.option("--remove", multiple=True, help="Ingredient(s) taken out of the query only, results not filtered "
+              "(AdaMine's removal experiment).")
+@click.option("--exclude", multiple=True, help="Drop results whose recipe mentions the ingredient(s) "
+              "(extracted names or raw ingredient lines).")
+@click.option("--partition", default=None, help="Only recipes of this split: train, val, test (default: all).")
 @click.option("--class", "class_name", default=None, help="Only dishes of this class (e.g. pizza).")
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
 @click.option("--target", type=click.Choice(["recipes", "images"]), default=None,
               help="What to return (default: recipes for --image, images for --recipe/--ingredients).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def search_cmd(run, index, image, recipe, ingredients, without, class_name, k, target, device, as_json):
+def search_cmd(run, index, image, recipe, ingredients, without, remove, exclude, partition, class_name, k, target,
+               device, as_json):
     """Search the index of RUN with a photo, a recipe or a list of ingredients (docs/search.md)."""
     from recipekit.search import SearchError, render_hits, search
 
     try:
         hits = search(run, index=index, image=image, recipe=recipe, ingredients=ingredients, without=without,
-                      class_name=class_name, k=k, target=target, device=device)
+                      remove=remove, exclude=exclude, partition=partition, class_name=class_name, k=k,
+                      target=target, device=device)
     except (SearchError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import SearchError
+from .ingredients import split_terms
 from .query import Hit, SearchEngine
 
 __all__ = ["load_recipe_file", "render_hits", "search"]
@@ -46,22 +47,32 @@ def search(
     target: str | None = None,
     device: Any = "cpu",
     engine: SearchEngine | None = None,
+    remove: Iterable[str] | str = (),
+    exclude: Iterable[str] | str = (),
+    partition: str | None = None,
 ) -> list[Hit]:
     """Exactly one of ``image`` (path, bytes, PIL image), ``recipe`` (dict or JSON file) or
     ``ingredients`` (list or ``"tomato, basil"``). ``target``: ``"recipes"`` or ``"images"``
-    (default: recipes for an image, images for a recipe or ingredients)."""
+    (default: recipes for an image, images for a recipe or ingredients). ``remove`` takes
+    ingredients out of a recipe or ingredient query, ``exclude`` filters the results,
+    ``without`` does both; ``partition``: ``train``, ``val``, ``test`` or ``all``."""
     given = [name for name, v in (("image", image), ("recipe", recipe), ("ingredients", ingredients)) if v is not None]
     if len(given) != 1:
         raise SearchError("give exactly one query: an image, a recipe or ingredients"
                           + (f" (got {', '.join(given)})" if given else ""))
     engine = engine or SearchEngine.open(run, index, device=device)
     if image is not None:
-        return engine.by_image(image, k, target=target or "recipes", without=without, class_name=class_name)
+        if split_terms(remove):
+            raise SearchError("a photo query has no ingredient to remove: use exclude to filter the results")
+        return engine.by_image(image, k, target=target or "recipes", without=without, class_name=class_name,
+                               exclude=exclude, partition=partition)
     if recipe is not None:
         if not isinstance(recipe, Mapping):
             recipe = load_recipe_file(recipe)
-        return engine.by_recipe(recipe, k, target=target or "images", without=without, class_name=class_name)
-    return engine.by_ingredients(ingredients, without=without, class_name=class_name, k=k, target=target or "images")
+        return engine.by_recipe(recipe, k, target=target or "images", without=without, class_name=class_name,
+                                remove=remove, exclude=exclude, partition=partition)
+    return engine.by_ingredients(ingredients, without=without, class_name=class_name, k=k, target=target or "images",
+                                 remove=remove, exclude=exclude, partition=partition)
 
 
 def _cut(text: str, width: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import SearchError
 
-__all__ = ["IngredientVocabulary", "mentions", "split_terms", "without_ingredients"]
+__all__ = ["IngredientVocabulary", "RecipeMentions", "mentions", "split_terms", "without_ingredients"]
 
 
 def split_terms(value: str | Iterable[str] | None) -> list[str]:
@@ -96,3 +96,68 @@ def without_ingredients(recipe: Mapping[str, Any], names: Sequence[str]) -> dict
     out["ingredients"] = [x for x, k in zip(ingredients, keep_i) if k]
     out["instructions"] = [x for x, k in zip(instructions, keep_s) if k]
     return out
+
+
+def _stem(name: str) -> str:
+    """A substring every written form of ``name`` holds (``berry`` -> ``berr``: ``berries``), lower-cased;
+    only a cheap first pass, :func:`mentions` decides."""
+    words = [w for w in str(name).lower().split() if w]
+    word = max(words, key=len) if words else ""
+    return word[:-1] if len(word) > 3 and word.endswith("y") else word
+
+
+class RecipeMentions:
+    """Which recipes mention an ingredient, by their extracted names *or* their raw ingredient
+    lines: the extraction can miss a line ("2 tomatoes" in a soup whose names lack ``tomato``),
+    the line itself cannot. ``names``: each recipe's canonical names; ``lines``: each recipe's
+    raw ingredient lines (lists, or a pyarrow list-of-strings column, in the same order)."""
+
+    def __init__(self, names: Sequence[Sequence[str] | None], lines: Any, vocabulary: IngredientVocabulary):
+        import pyarrow as pa
+
+        if not isinstance(lines, (pa.Array, pa.ChunkedArray)):
+            lines = pa.array([list(x or []) for x in lines], type=pa.list_(pa.string()))
+        if isinstance(lines, pa.ChunkedArray):
+            lines = lines.combine_chunks() if lines.num_chunks else pa.array([], type=pa.list_(pa.string()))
+        if len(lines) != len(names):
+            raise ValueError(f"{len(names)} recipes have names but {len(lines)} have ingredient lines")
+        self.names, self.lines, self.vocabulary = names, lines, vocabulary
+        self._rows_by_name: dict[str, list[int]] | None = None
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, name: str):
+        """A boolean numpy array: True for each recipe that mentions ``name`` (whole words, plurals
+        folded: ``tomato`` matches "2 tomatoes" and "cherry tomatoes", not "tomatillos")."""
+        if name not in self._cache:
+            self._cache[name] = self._by_names(name) | self._by_lines(name)
+        return self._cache[name]
+
+    def _by_names(self, name: str):
+        import numpy as np
+
+        if self._rows_by_name is None:
+            self._rows_by_name = {}
+            for row, names in enumerate(self.names):
+                for n in names or ():
+                    self._rows_by_name.setdefault(n, []).append(row)
+        out = np.zeros(len(self.names), dtype=bool)
+        for n in self.vocabulary.expand(name) if name in self.vocabulary else [name]:
+            out[self._rows_by_name.get(n, [])] = True
+        return out
+
+    def _by_lines(self, name: str):
+        import numpy as np
+        import pyarrow.compute as pc
+
+        out = np.zeros(len(self.names), dtype=bool)
+        stem = _stem(name)
+        if not stem or not len(self.lines):
+            return out
+        flat = pc.list_flatten(self.lines)
+        parents = np.asarray(pc.list_parent_indices(self.lines))
+        maybe = pc.fill_null(pc.match_substring(flat, stem, ignore_case=True), False)
+        idx = np.flatnonzero(np.asarray(maybe, dtype=bool))
+        if len(idx):
+            hit = np.asarray(mentions(flat.take(idx).to_pylist(), name), dtype=bool)
+            out[parents[idx[hit]]] = True
+        return out

@@ -10,9 +10,14 @@
   recipe, the train-set mean of the other components (instructions; title unless a class is
   given, whose name is then the title) -> photos (default) or recipes.
 
-``without`` drops the named ingredients from the query (ingredient lines and the instructions
-that name them) *and* filters out results whose recipe lists an ingredient that mentions one
-(``tomato`` also excludes ``cherry tomato``); ``class_name`` keeps only recipes of that class.
+Leaving an ingredient out is two separate choices: ``remove`` is AdaMine's removal experiment
+(the ingredient is taken out of the query: its ingredient lines and the instructions that name it;
+the results are not filtered), ``exclude`` is a filter (results whose recipe mentions it, in its
+extracted ingredient names *or* its raw ingredient lines, are dropped; whole words, plurals
+folded: ``tomato`` also drops "2 tomatoes" and ``cherry tomato``). ``without`` does both.
+``class_name`` keeps only recipes of that class, ``partition`` (``train``, ``val``, ``test``;
+``all`` or None: every one) only recipes of that split: AdaMine's ingredient and removal
+experiments retrieve among the test images.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ import numpy as np
 
 from .errors import SearchError
 from .index import KINDS, _faiss, read_meta, resolve_run
-from .ingredients import IngredientVocabulary, mentions, split_terms, without_ingredients
+from .ingredients import IngredientVocabulary, RecipeMentions, mentions, split_terms, without_ingredients
 
-__all__ = ["Hit", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "SearchEngine", "TARGETS"]
+__all__ = ["ALL_PARTITIONS", "Hit", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "SearchEngine", "TARGETS"]
 
 TARGETS = KINDS  # ("recipes", "images")
 MAX_IMAGE_BYTES = 20 * 2**20  # an upload larger than this is refused before decoding
 MAX_IMAGE_PIXELS = 50_000_000  # width x height; a larger photo is refused before decoding
+ALL_PARTITIONS = "all"  # the partition filter's "no filter"
 
 
 @dataclass
@@ -91,9 +97,11 @@ class SearchEngine:
         self._image_row = {(self.recipes["recipe_id"][r], p): j
                            for j, (r, p) in enumerate(zip(self.images["recipe_row"], self.images["position"]))}
         self._class_ids = np.asarray(self.recipes["class_id"], dtype=np.int64)
+        self._partition_of = np.asarray([p or "" for p in self.recipes["partition"]], dtype=str)
         self._image_recipe = np.asarray(self.images["recipe_row"], dtype=np.int64)
         self._indexes: dict[str, Any] = {}
-        self._rows_by_name: dict[str, list[int]] | None = None
+        self._mentions: RecipeMentions | None = None
+        self._text: Any = None  # prepared recipes.parquet (raw lines, instructions, url), read on first use
         self._classes: list[tuple[int, str]] | None = None
 
     # -- opening ---------------------------------------------------------------------------
@@ -157,51 +165,73 @@ class SearchEngine:
 
     # -- queries ---------------------------------------------------------------------------
     def by_image(self, image: Any, k: int = 10, *, target: str = "recipes", without: Iterable[str] | str = (),
-                 class_name: str | None = None) -> list[Hit]:
-        """Recipes (or photos) for a photo: a path, bytes or a PIL image."""
+                 class_name: str | None = None, exclude: Iterable[str] | str = (),
+                 partition: str | None = None) -> list[Hit]:
+        """Recipes (or photos) for a photo: a path, bytes or a PIL image. A photo has no
+        ingredient to remove: ``without`` is ``exclude``, a filter."""
         from .embedding import embed_image_query
 
-        mask = self._mask(class_name, self._excluded(without))
+        mask = self._mask(class_name, self._excluded(without, exclude), partition)
         return self._search(embed_image_query(self.model, self._jpeg(image)), target, k, mask)
 
     def by_recipe(self, recipe: Mapping[str, Any], k: int = 10, *, target: str = "images",
-                  without: Iterable[str] | str = (), class_name: str | None = None) -> list[Hit]:
+                  without: Iterable[str] | str = (), class_name: str | None = None, remove: Iterable[str] | str = (),
+                  exclude: Iterable[str] | str = (), partition: str | None = None) -> list[Hit]:
         """Photos (or recipes) for a layer1-style recipe ``{title, ingredients: [{text}],
-        instructions: [{text}]}``; ``without`` removes ingredients (lines and instructions)."""
+        instructions: [{text}]}``; ``remove`` takes ingredients out of it (lines and
+        instructions), ``exclude`` filters the results, ``without`` does both."""
         from .embedding import embed_recipe_query
 
-        excluded = self._excluded(without)
-        query = without_ingredients(_layer1(recipe), excluded)
+        removed, excluded = self._excluded(without, remove), self._excluded(without, exclude)
+        query = without_ingredients(_layer1(recipe), removed)
         if not (query["title"].strip() or query["ingredients"] or query["instructions"]):
             raise SearchError("empty query: the recipe has no title, ingredients or instructions"
-                              + (" left after --without" if excluded else ""))
+                              + (" left after removing " + ", ".join(removed) if removed else ""))
         query["ingredients"] = self._named(query["ingredients"])
         vec = embed_recipe_query(self.model, query, self.component_means)
-        return self._search(vec, target, k, self._mask(class_name, excluded))
+        return self._search(vec, target, k, self._mask(class_name, excluded, partition))
 
     def by_ingredients(self, ingredients: Sequence[str] | str, *, without: Iterable[str] | str = (),
-                       class_name: str | None = None, k: int = 10, target: str = "images") -> list[Hit]:
-        """AdaMine's ingredient query: photos (or recipes) of dishes with ``ingredients``."""
+                       class_name: str | None = None, k: int = 10, target: str = "images",
+                       remove: Iterable[str] | str = (), exclude: Iterable[str] | str = (),
+                       partition: str | None = None) -> list[Hit]:
+        """AdaMine's ingredient query: photos (or recipes) of dishes with ``ingredients``.
+        ``remove``: names taken out of the query only (asked-for ingredients that mention one
+        are dropped; results unfiltered); ``exclude``: results whose recipe mentions one are
+        dropped; ``without``: both."""
         from .embedding import embed_recipe_query
 
         terms = split_terms(ingredients)
         if not terms:
             raise SearchError("empty query: give at least one ingredient")
-        excluded = self._excluded(without)
+        removed, excluded = self._excluded(without, remove), self._excluded(without, exclude)
         names = [self.ingredients.require(t) for t in terms]
-        names = [n for n in dict.fromkeys(names) if not any(mentions([n], x)[0] for x in excluded)]
+        names = [n for n in dict.fromkeys(names) if not any(mentions([n], x)[0] for x in removed)]
         if not names:
-            raise SearchError("empty query: every ingredient asked for is also excluded by --without")
+            raise SearchError(f"empty query: every ingredient asked for is also removed ({', '.join(removed)})")
         cls = self._class(class_name)
         recipe = {"title": cls[1] if cls else "", "ingredients": [{"text": n, "name": n} for n in names],
                   "instructions": []}
         replace = ["instructions"] + ([] if cls else ["title"])
         vec = embed_recipe_query(self.model, recipe, self.component_means, replace)
-        return self._search(vec, target, k, self._mask(class_name, excluded))
+        return self._search(vec, target, k, self._mask(class_name, excluded, partition))
 
     # -- internals -------------------------------------------------------------------------
-    def _excluded(self, without: Iterable[str] | str) -> list[str]:
-        return list(dict.fromkeys(self.ingredients.require(t) for t in split_terms(without)))
+    def _excluded(self, *lists: Iterable[str] | str) -> list[str]:
+        return list(dict.fromkeys(self.ingredients.require(t) for terms in lists for t in split_terms(terms)))
+
+    def partitions(self) -> list[str]:
+        """The partitions (splits) of the indexed recipes, sorted."""
+        return [str(p) for p in np.unique(self._partition_of) if p]
+
+    def _partition(self, partition: str | None) -> str | None:
+        wanted = str(partition or "").strip().lower()
+        if not wanted or wanted == ALL_PARTITIONS:
+            return None
+        if wanted not in self.partitions():
+            raise SearchError(f"unknown partition {partition!r}; this index has {', '.join(self.partitions())} "
+                              f"(or {ALL_PARTITIONS})")
+        return wanted
 
     def _class(self, class_name: str | None) -> tuple[int, str] | None:
         if class_name is None or not str(class_name).strip():
@@ -214,21 +244,52 @@ class SearchEngine:
             raise SearchError(f"unknown class {class_name!r}{hint}")
         return names[wanted], wanted
 
-    def _mask(self, class_name: str | None, excluded: Sequence[str]) -> np.ndarray | None:
-        cls = self._class(class_name)
-        if cls is None and not excluded:
+    def _mask(self, class_name: str | None, excluded: Sequence[str], partition: str | None = None) -> np.ndarray | None:
+        cls, part = self._class(class_name), self._partition(partition)
+        if cls is None and not excluded and part is None:
             return None
         mask = np.ones(len(self), dtype=bool) if cls is None else self._class_ids == cls[0]
+        if part is not None:
+            mask &= self._partition_of == part
         if excluded:
-            if self._rows_by_name is None:
-                self._rows_by_name = {}
-                for row, names in enumerate(self.recipes["ingredients"]):
-                    for n in names or ():
-                        self._rows_by_name.setdefault(n, []).append(row)
+            if self._mentions is None:
+                self._mentions = RecipeMentions(self.recipes["ingredients"], self._text_table().column("ingredients"),
+                                                self.ingredients)
             for x in excluded:
-                for name in self.ingredients.expand(x):
-                    mask[self._rows_by_name.get(name, [])] = False
+                mask &= ~self._mentions(x)
         return mask
+
+    def _text_table(self):
+        """The prepared ``recipes.parquet`` (raw ingredient lines, instructions, url), row for row
+        the index's recipes; kept as an Arrow table (columns, not Python objects)."""
+        if self._text is None:
+            import pyarrow.parquet as pq
+
+            path = self.prepared / "recipes.parquet"
+            if not path.is_file():
+                raise SearchError(f"{path}: missing; the index was built on {self.prepared} (was it moved?)")
+            columns = [c for c in ("id", "ingredients", "instructions", "url") if c in pq.read_schema(path).names]
+            table = pq.read_table(path, columns=columns)
+            if table.column("id").to_pylist() != self.recipes["recipe_id"]:
+                raise SearchError(f"{path}: its recipes are not the ones of the index {self.index_dir}; "
+                                  f"rebuild it with `recipekit index`")
+            self._text = table
+        return self._text
+
+    def recipe(self, recipe_id: str) -> dict[str, Any]:
+        """One recipe as the corpus has it: ``recipe_id, title, partition, class_name,
+        ingredients`` (the raw lines), ``instructions, url`` (None when the corpus has none)
+        ``image_paths`` and ``image_positions`` (its stored photos: ``image_bytes(recipe_id, position)``)."""
+        row = self._row.get(str(recipe_id))
+        if row is None:
+            raise SearchError(f"no recipe {recipe_id!r} in this index")
+        text = self._text_table().slice(row, 1).to_pylist()[0]
+        r = self.recipes
+        return {"recipe_id": r["recipe_id"][row], "title": r["title"][row], "partition": r["partition"][row],
+                "class_name": r["class_name"][row], "ingredients": list(text.get("ingredients") or []),
+                "instructions": list(text.get("instructions") or []), "url": text.get("url") or None,
+                "image_paths": list(r["image_paths"][row] or []),
+                "image_positions": [int(self.images["position"][j]) for j in np.flatnonzero(self._image_recipe == row)]}
 
     def _named(self, items: list[Any]) -> list[dict[str, str]]:
         """Ingredient lines with their canonical names (as the prepared corpus has them)."""

@@ -2,13 +2,15 @@
 
 Standard library only (:mod:`http.server` handlers on a bounded worker pool, see
 :class:`RecipeServer`): the page is one static HTML
-file with its script and style (``search/static/``, no CDN: it works offline), and five JSON
+file with its script, style and icon (``search/static/``, no CDN: it works offline), and JSON
 or image endpoints over one :class:`~recipekit.search.SearchEngine`:
 
-* ``GET /`` - the page; ``GET /static/<file>`` - its script and style;
-* ``GET /api/classes`` - ``{"classes": [...], "recipes": N, "images": N, "run": ...}``;
-* ``POST /api/image?k=10`` - a photo (the raw body, or ``multipart/form-data``) -> recipes;
-* ``GET /api/ingredients?q=tomato,basil&without=garlic&class=tomato+soup&k=10`` -> dish photos;
+* ``GET /`` - the page; ``GET /static/<file>`` - its script, style and icon (also ``/favicon.ico``);
+* ``GET /api/classes`` - ``{"classes": [...], "partitions": [...], "recipes": N, "images": N, "run": ...}``;
+* ``POST /api/image?k=10&partition=test`` - a photo (the raw body, or ``multipart/form-data``) -> recipes;
+* ``GET /api/ingredients?q=tomato,basil&remove=garlic&exclude=onion&class=tomato+soup&partition=test&k=10``
+  -> dish photos (``without=X``, the older parameter, is ``remove=X&exclude=X``);
+* ``GET /api/recipe/<recipe id>`` - one recipe: title, raw ingredient lines, instructions, url, photo URLs;
 * ``GET /api/photo/<recipe id>/<i>`` - photo ``i`` of a recipe (JPEG bytes from its shard).
 
 Results are ``{"hits": [Hit.to_dict() + "photo": url or null], ...}``; every bad request gets
@@ -60,7 +62,7 @@ SECURITY_HEADERS = (
 )
 MAX_K = 50
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "app.css": "text/css; charset=utf-8"}
+          "app.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 
 
 class RequestError(Exception):
@@ -114,12 +116,20 @@ def _int_param(params: dict[str, list[str]], name: str, default: int, lo: int, h
     return value
 
 
+def _terms(params: dict[str, list[str]], name: str) -> str:
+    return ",".join(v for v in params.get(name, []) if v.strip())
+
+
+def _photo_url(recipe_id: str, i: int) -> str:
+    return f"/api/photo/{quote(recipe_id, safe='')}/{i}"
+
+
 def _hits_json(hits) -> list[dict[str, Any]]:
     rows = []
     for hit in hits:
         row = hit.to_dict()
         i = hit.image_index if hit.image_index is not None else (0 if hit.image_paths else None)
-        row["photo"] = f"/api/photo/{quote(hit.recipe_id, safe='')}/{i}" if i is not None else None
+        row["photo"] = _photo_url(hit.recipe_id, i) if i is not None else None
         rows.append(row)
     return rows
 
@@ -216,7 +226,8 @@ class Handler(BaseHTTPRequestHandler):
     # -- routes ----------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._dispatch({"/": self._page, "/static/": self._static_file, "/api/classes": self._classes,
-                        "/api/ingredients": self._ingredients, "/api/photo/": self._photo})
+                        "/api/ingredients": self._ingredients, "/api/photo/": self._photo,
+                        "/api/recipe/": self._recipe, "/favicon.ico": self._favicon})
 
     do_HEAD = do_GET
 
@@ -226,6 +237,9 @@ class Handler(BaseHTTPRequestHandler):
     def _page(self, _rest: str, _params) -> None:
         self._send(200, _static("index.html"), STATIC["index.html"])
 
+    def _favicon(self, _rest: str, _params) -> None:
+        self._send(200, _static("favicon.svg"), STATIC["favicon.svg"], cache=True)
+
     def _static_file(self, name: str, _params) -> None:
         if name not in STATIC or name == "index.html":
             raise RequestError(404, f"no such file: /static/{name}")
@@ -233,7 +247,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _classes(self, _rest: str, _params) -> None:
         engine = self.server.engine
-        self._json(200, {"classes": engine.classes(), "recipes": len(engine),
+        self._json(200, {"classes": engine.classes(), "partitions": engine.partitions(), "recipes": len(engine),
                          "images": int(engine.meta["counts"]["images"]), "run": str(engine.meta["checkpoint"]["path"]),
                          "max_upload_bytes": self.server.max_upload_bytes})
 
@@ -241,14 +255,28 @@ class Handler(BaseHTTPRequestHandler):
         q = " ".join(params.get("q", [])).strip()
         if not q:
             raise RequestError(400, "empty query: type at least one ingredient (e.g. tomato, basil)")
-        without = ",".join(params.get("without", []))
+        without, remove, exclude = _terms(params, "without"), _terms(params, "remove"), _terms(params, "exclude")
         class_name = (params.get("class") or [""])[-1].strip() or None
+        partition = (params.get("partition") or [""])[-1].strip() or None
         k = _int_param(params, "k", 10, 1, MAX_K)
         target = (params.get("target") or ["images"])[-1]
         with self.server.lock:
-            hits = self.server.engine.by_ingredients(q, without=without, class_name=class_name, k=k, target=target)
-        self._json(200, {"query": {"ingredients": q, "without": without, "class": class_name, "k": k},
-                         "hits": _hits_json(hits)})
+            hits = self.server.engine.by_ingredients(q, without=without, remove=remove, exclude=exclude, k=k,
+                                                     class_name=class_name, partition=partition, target=target)
+        self._json(200, {"query": {"ingredients": q, "without": without, "remove": remove, "exclude": exclude,
+                                   "class": class_name, "partition": partition or "all", "k": k},
+                         "count": len(hits), "hits": _hits_json(hits)})
+
+    def _recipe(self, rest: str, _params) -> None:
+        if not rest or "/" in rest:
+            raise RequestError(404, f"recipe URLs are /api/recipe/<recipe id>, not {self.path}")
+        try:
+            with self.server.lock:
+                recipe = self.server.engine.recipe(unquote(rest))
+        except SearchError as exc:
+            raise RequestError(404, str(exc)) from None
+        recipe["photos"] = [_photo_url(recipe["recipe_id"], i) for i in recipe["image_positions"]]
+        self._json(200, recipe)
 
     def _photo(self, rest: str, _params) -> None:
         recipe_id, _, i = rest.rpartition("/")
@@ -271,6 +299,8 @@ class Handler(BaseHTTPRequestHandler):
         if length == 0:
             raise RequestError(400, "empty upload: choose a photo (JPEG, PNG or WebP)")
         k = _int_param(params, "k", 10, 1, MAX_K)
+        partition = (params.get("partition") or [""])[-1].strip() or None
+        exclude = _terms(params, "exclude")
         body = self._body(length)
         content_type = self.headers.get("Content-Type", "")
         if content_type.lower().startswith("multipart/form-data"):
@@ -278,8 +308,9 @@ class Handler(BaseHTTPRequestHandler):
             if not body:
                 raise RequestError(400, "empty upload: choose a photo (JPEG, PNG or WebP)")
         with self.server.lock:
-            hits = self.server.engine.by_image(body, k=k)
-        self._json(200, {"query": {"bytes": len(body), "k": k}, "hits": _hits_json(hits)})
+            hits = self.server.engine.by_image(body, k=k, exclude=exclude, partition=partition)
+        self._json(200, {"query": {"bytes": len(body), "exclude": exclude, "partition": partition or "all", "k": k},
+                         "count": len(hits), "hits": _hits_json(hits)})
 
 
 class RecipeServer(socketserver.TCPServer):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # every folder that pyproject.toml maps to a recipekit subpackage, and the file kinds they ship
 FOLDERS = {folder: package.replace(".", "/") for package, folder in
            tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].items()}
-SUFFIXES = {".py", ".json", ".txt", ".toml", ".html", ".js", ".css"}
+SUFFIXES = {".py", ".json", ".txt", ".toml", ".html", ".js", ".css", ".svg"}
 
 
 @pytest.mark.slow

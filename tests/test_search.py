@@ -28,7 +28,8 @@ from click.testing import CliRunner  # noqa: E402
 from recipekit.cli.main import main  # noqa: E402
 from recipekit.pipeline.store import RecipeStore  # noqa: E402
 from recipekit.search import SearchEngine, SearchError, build_index, read_meta  # noqa: E402
-from recipekit.search.ingredients import mentions, without_ingredients  # noqa: E402
+from recipekit.search.ingredients import (IngredientVocabulary, RecipeMentions, mentions,  # noqa: E402
+                                          without_ingredients)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +179,22 @@ def test_without_drops_lines_and_instructions_that_name_it():
     assert out["instructions"] == [{"text": "Add basil."}]
 
 
+def test_exclude_reads_the_raw_ingredient_lines_too():
+    """The tomato soup whose extracted names missed "2 tomatoes" is excluded by its raw line;
+    plurals fold both ways, whole words only."""
+    vocab = IngredientVocabulary(["tomato", "cherry tomato", "water", "salt", "tomatillo", "berry", "bread"])
+    names = [["water", "salt"], ["cherry tomato"], ["tomatillo"], ["bread"], [], None]
+    lines = [["2 tomatoes", "1 l water", "salt"], ["200 g cherry tomatoes"], ["6 tomatillos"], ["1 loaf bread"],
+             ["2 cups mixed berries"], None]
+    found = RecipeMentions(names, lines, vocab)
+    assert found("tomato").tolist() == [True, True, False, False, False, False]
+    assert found("berry").tolist() == [False, False, False, False, True, False]
+    assert found("tomatillo").tolist() == [False, False, True, False, False, False]
+    assert found("bread").tolist() == [False, False, False, True, False, False]
+    with pytest.raises(ValueError, match="6 recipes have names but 2"):
+        RecipeMentions(names, lines[:2], vocab)
+
+
 def test_recipe_file_errors_name_the_file(tmp_path):
     from recipekit.search import load_recipe_file, search
 
@@ -317,6 +334,17 @@ def test_cli_index_and_search(trained_demo_run, index_dir, engine, tmp_path, mon
     photo.write_bytes(engine.image_bytes(engine.images["recipe_id"][0], 0))
     res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--image", str(photo), "--json"])
     assert res.exit_code == 0 and len(json.loads(res.output)) == 10
+    drop = _frequent(engine, 1)
+    res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--ingredients", name,
+                               "--exclude", drop, "--partition", "test", "-k", "10", "--target", "recipes", "--json"])
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.output)
+    assert len(hits) == 10 and {h["partition"] for h in hits} == {"test"}
+    assert not any(drop in engine.recipes["ingredients"][engine._row[h["recipe_id"]]] for h in hits)
+    res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--ingredients",
+                               f"{name}, {drop}", "--remove", drop, "-k", "5", "--json"])
+    assert res.exit_code == 0 and [h["image_path"] for h in json.loads(res.output)] == \
+        [h.image_path for h in engine.by_ingredients([name], k=5)]
     res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--ingredients", "zzqx"])
     assert res.exit_code != 0 and "unknown ingredient 'zzqx'" in res.output
     res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir)])

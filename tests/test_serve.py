@@ -1,15 +1,11 @@
 """`recipekit serve`: the HTTP endpoints and their errors (the server keeps serving after each),
-a model/index mismatch, the CLI, and the page end to end in headless Chromium (Selenium).
-
-The browser test needs Debian's ``chromium`` and ``chromedriver`` (`make browser` installs them as
-root with apt-get; `make test` does it first). Without them it skips, except under ``CI=true``,
-where it fails: CI must run every check."""
+a model/index mismatch, the CLI, and the server's defences under load. The page itself, in headless
+Chromium, is tested in tests/test_serve_page.py."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +15,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -141,6 +136,8 @@ BAD_REQUESTS = [
     ("not an image", {"path": "api/image", "data": b"just some text\n"}, 400, "not a usable image"),
     ("empty upload", {"path": "api/image", "data": b""}, 400, "empty upload"),
     ("unknown photo", {"path": "api/photo/no-such-recipe/0"}, 404, "no-such-recipe"),
+    ("unknown recipe", {"path": "api/recipe/no-such-recipe"}, 404, "no recipe 'no-such-recipe'"),
+    ("unknown partition", {"path": "api/ingredients?q={want}&partition=dev"}, 400, "unknown partition 'dev'"),
     ("unknown page", {"path": "nope"}, 404, "/nope"),
 ]
 
@@ -207,120 +204,6 @@ def test_cli_serve_answers_on_the_port_it_prints(trained_demo_run, prepared_demo
     res = subprocess.run([sys.executable, "-m", "recipekit.cli.main", "serve", str(prepared_demo / "no-run")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "no-run: no such run folder" in res.stderr
-
-
-# -- the page in a real browser ------------------------------------------------------------------
-
-def _browser_or_skip():
-    """(chromium, chromedriver) paths; a skip (a failure under CI=true) when they are missing."""
-    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    driver = shutil.which("chromedriver")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        selenium = None
-    missing = [n for n, p in (("chromium", chromium), ("chromedriver", driver), ("selenium", selenium)) if not p]
-    if missing:
-        reason = (f"browser test needs {', '.join(missing)}: `make browser` (root + apt-get) installs chromium and "
-                  f"chromium-driver, `pip install -e '.[test]'` selenium")
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI=true: not skipped)")
-        pytest.skip(reason)
-    return chromium, driver
-
-
-def test_missing_browser_skips_but_fails_under_ci(monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="needs chromium, chromedriver.*make browser"):
-        _browser_or_skip()
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="CI=true: not skipped"):
-        _browser_or_skip()
-
-
-def _not_blank(png: Path) -> None:
-    pixels = np.asarray(Image.open(png).convert("RGB"))
-    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
-    assert pixels.shape[0] > 300 and colours > 200 and pixels.std() > 20, (pixels.shape, colours, pixels.std())
-
-
-@pytest.mark.slow
-def test_page_end_to_end_in_headless_chromium(server, tmp_path):
-    chromium, driver_path = _browser_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    wait = WebDriverWait(browser, 60)
-    engine = server.engine
-
-    def title():
-        return browser.execute_script("return document.getElementById('results-title').textContent")
-
-    def cards(previous=None):
-        """The result cards once a query (submitted after the results titled ``previous``) is done."""
-        wait.until(lambda b: b.find_element(By.ID, "error").is_displayed()
-                   or (b.find_elements(By.CSS_SELECTOR, "#results .card")
-                       and b.find_element(By.ID, "ingredients-submit").is_enabled() and title() != previous))
-        assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
-        found = browser.find_elements(By.CSS_SELECTOR, "#results .card")
-        wait.until(lambda b: b.execute_script(
-            "return [...document.querySelectorAll('#results .card img')].every(i => i.complete)"))
-        return found
-
-    try:
-        browser.get(server.url)
-        wait.until(lambda b: b.execute_script("return document.body.dataset.ready === '1'"))
-        options_text = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#class option")]
-        assert options_text == ["any class", *engine.classes()]
-
-        photo = tmp_path / "photo.jpg"
-        photo.write_bytes(_photo(server))
-        browser.find_element(By.ID, "photo").send_keys(str(photo))
-        browser.find_element(By.ID, "photo-submit").click()
-        found = cards(previous="")
-        assert len(found) == 12 and all(c.find_element(By.CSS_SELECTOR, ".title").text.strip() for c in found)
-        widths = browser.execute_script(
-            "return [...document.querySelectorAll('#results .card img')].map(i => i.naturalWidth)")
-        assert widths and all(w > 0 for w in widths), widths
-        assert "score" in found[0].find_element(By.CSS_SELECTOR, ".meta").text
-
-        want, drop = _ingredient_query(engine)
-        browser.find_element(By.ID, "q").send_keys(want)
-        browser.find_element(By.ID, "without").send_keys(drop)
-        previous = title()
-        browser.find_element(By.ID, "ingredients-submit").click()
-        found = cards(previous)
-        assert f"without {drop}" in browser.find_element(By.ID, "results-title").text
-        rows = {rid: i for i, rid in enumerate(engine.recipes["recipe_id"])}
-        ids = [c.get_attribute("data-recipe-id") for c in found]
-        assert ids and all(drop not in engine.recipes["ingredients"][rows[i]] for i in ids)
-
-        text = tmp_path / "notes.txt"
-        text.write_text("not a photo\n")
-        browser.find_element(By.ID, "photo").send_keys(str(text))
-        browser.find_element(By.ID, "photo-submit").click()
-        wait.until(lambda b: b.find_element(By.ID, "error").is_displayed())
-        assert "not a usable image" in browser.find_element(By.ID, "error").text
-        assert not browser.find_elements(By.CSS_SELECTOR, "#results .card")
-
-        browser.find_element(By.ID, "ingredients-submit").click()  # a good query after the bad one
-        found = cards()
-        assert title().startswith(f"Dishes with {want}")
-        assert found and not browser.find_element(By.ID, "error").is_displayed()
-        shot = tmp_path / "page.png"
-        assert browser.save_screenshot(str(shot))
-        _not_blank(shot)
-    finally:
-        browser.quit()
 
 
 # -- under load: the mechanisms (the figures are in docs/benchmarks.md: benchmarks/serve_load.py) --
