@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from torchvision.utils import save_image
 
     from recipekit.embedders import load_embedder
-    from recipekit.pipeline.stagekit import atomic_path
+    from recipekit.core.io import atomic_path
 
     model = load_embedder(args.run / "best.pt")
     size = model.generator.image_size

@@ -42,8 +42,10 @@ from typing import Any
 
 import PIL
 
+from recipekit.core.io import atomic_path, remove_stale_tmp, write_json_atomic
+
 from .imageio import PIXEL_LIMIT, convert_image
-from .stagekit import Stage, StageContext, atomic_path, package_version, remove_stale_tmp, run_stage, write_json_atomic
+from .stagekit import Stage, StageContext, package_version, run_stage
 
 __all__ = ["STAGE", "ShardParams", "shard", "estimate_image_bytes", "shard_order", "cut_shards", "SHARDS_DIR"]
 

@@ -18,6 +18,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from recipekit.core.layout import Prepared
+from recipekit.core.limits import TextLimits
+
 from .config import ConfigError, TrainConfig
 
 __all__ = ["batch_arithmetic", "check_split", "describe_batch", "model_limits", "paired_loader", "shard_location", "recipe_only_batches", "plan_epoch", "store_compatible", "store_mismatch",
@@ -25,8 +28,7 @@ __all__ = ["batch_arithmetic", "check_split", "describe_batch", "model_limits", 
 
 
 def model_limits(model) -> tuple[int, int, int]:
-    r = model.config["recipe"]
-    return int(r.get("max_ingredients", 20)), int(r.get("max_instructions", 20)), int(r.get("max_tokens", 15))
+    return TextLimits.of_model(model).astuple()
 
 
 def store_mismatch(prepared: Path, model) -> str | None:
@@ -34,7 +36,7 @@ def store_mismatch(prepared: Path, model) -> str | None:
     limits: the loaders' own check, :func:`recipekit.loaders.wds.checked_store`); else why not."""
     from recipekit.loaders.wds import checked_store
 
-    path = Path(prepared) / "recipes.lmdb"
+    path = Prepared(prepared).store
     if not (path / "data.mdb").exists():
         return f"{path} does not exist (prepare's store stage writes it)"
     try:
@@ -51,7 +53,7 @@ def store_compatible(prepared: Path, model) -> bool:
 
 def num_classes(prepared: Path) -> int:
     """Classes in ``classes.json``, background (0) included."""
-    path = Path(prepared) / "classes.json"
+    path = Prepared(prepared).classes
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing (run `recipekit prepare`; loss num_classes = \"auto\" needs it)")
     return len(json.loads(path.read_text(encoding="utf-8")))
@@ -76,9 +78,7 @@ def check_split(cfg: TrainConfig, split: str) -> None:
     """Fail early (an error naming the folder or URL) when the ``split`` shards cannot be found."""
     location = shard_location(cfg, split)
     if location is None:
-        from recipekit.evaluation.embed import split_folder
-
-        split_folder(cfg.data.prepared, split)
+        Prepared(cfg.data.prepared).shards(split)
     else:
         from recipekit.loaders import resolve_shards
 
@@ -116,7 +116,7 @@ def _recipe_only_keys(cfg: TrainConfig, store) -> list[str]:
         return keys
     import polars as pl
 
-    images = Path(cfg.data.prepared) / "images.parquet"
+    images = Prepared(cfg.data.prepared).images
     if not images.exists():
         raise FileNotFoundError(f"{images}: missing; data.recipe_only_set = \"no_images\" needs it (or use \"all\")")
     with_photos = set(
@@ -140,7 +140,7 @@ def recipe_only_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, o
             f"vocabulary and limits {model_limits(model)} (max_ingredients, max_instructions, max_tokens); set them "
             "in [model.overrides] recipe = {...} or re-run prepare with --store-max-*"
         )
-    store = RecipeStore(prepared / "recipes.lmdb")
+    store = RecipeStore(Prepared(prepared).store)
     keys = _recipe_only_keys(cfg, store)
     size = cfg.data.recipe_only_batch_size or 2 * cfg.data.batch_size
     if len(keys) < size * world_size:
