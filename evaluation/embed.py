@@ -53,14 +53,9 @@ def split_folder(prepared: str | os.PathLike, split: str) -> Path:
 
 def _prepared_store(prepared: str | os.PathLike | None, vocab: Any, limits: tuple[int, int, int]):
     """``PREPARED/recipes.lmdb`` when it holds ``vocab``'s ids cut at ``limits``; else None."""
-    from recipekit.loaders.wds import checked_store
+    from recipekit.loaders.wds import matching_store
 
-    if not prepared or not Prepared(prepared).has_store:
-        return None
-    try:
-        return checked_store(Prepared(prepared).store, vocab, limits)
-    except ValueError:
-        return None
+    return matching_store(Prepared(prepared) if prepared else None, vocab, limits)
 
 
 def embed_split(
@@ -88,7 +83,7 @@ def embed_split(
     ``PREPARED/recipes.lmdb`` when it matches the model, else from each sample's JSON. The model is put
     in eval mode (and back in train mode afterwards if it was)."""
     import torch
-    from recipekit.loaders import make_loader
+    from recipekit.loaders import LoaderSpec, make_loader
 
     if image_pick not in IMAGE_PICKS:
         raise ValueError(f"image_pick must be one of {', '.join(IMAGE_PICKS)}, not {image_pick!r}")
@@ -96,16 +91,16 @@ def embed_split(
         raise ValueError(f"limit must be >= 0, not {limit}")
     dev = resolve_device(device, model)
     limits = TextLimits.of_model(model).astuple()
-    if shards is None:
-        source, store = split_folder(prepared, split), "auto"
-    else:
-        source, store = shards, _prepared_store(prepared, model.vocab, limits)
     on_gpu = dev.type == "cuda"
-    loader, info = make_loader(
-        source, vocab=model.vocab, store=store, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
+    spec = LoaderSpec(
+        vocab=model.vocab, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
         rank=0, world_size=1, image_size=int(model.image_tower.image_size), embedder=model,
         normalize=not on_gpu, limits=limits, pin_memory=on_gpu, image_pick=image_pick,
     )
+    if shards is None:  # the split of PREPARED, its own store when it matches the model
+        loader, info = make_loader(Prepared(prepared), spec, split=split)
+    else:
+        loader, info = make_loader(shards, spec.replace(store=_prepared_store(prepared, model.vocab, limits)))
     ids: list[str] = []
     images, recipes, picks = [], [], []
     was_training = model.training

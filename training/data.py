@@ -86,26 +86,26 @@ def check_split(cfg: TrainConfig, split: str) -> None:
 
 
 def paired_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, on_gpu: bool):
-    from recipekit.evaluation.embed import split_folder
-    from recipekit.loaders import make_loader
+    from recipekit.loaders import LoaderSpec, make_loader
 
     d = cfg.data
-    location = shard_location(cfg, "train")
-    if location is None:
-        source, store = split_folder(d.prepared, "train"), "auto"
-    else:  # shards elsewhere; the token store stays in PREPARED (used when it matches the model)
-        store_path = Path(d.prepared) / "recipes.lmdb"
-        source, store = location, store_path if store_compatible(Path(d.prepared), model) else None
-    loader, info = make_loader(
-        source, vocab=model.vocab,  # the model's own (minilm: WordPiece)
+    spec = LoaderSpec(
+        vocab=model.vocab,  # the model's own (minilm: WordPiece)
         train=True, batch_size=d.batch_size, num_workers=d.num_workers,
         epoch_length=d.epoch_length or None, seed=cfg.train.seed, rank=rank, world_size=world_size,
         class_aware=d.class_aware, image_size=int(model.image_tower.image_size), decoder=d.decoder,
         embedder=model, normalize=not on_gpu, shuffle_size=d.shuffle_size, limits=model_limits(model),
-        pin_memory=on_gpu, persistent_workers=d.num_workers > 0, store=store,
+        pin_memory=on_gpu, persistent_workers=d.num_workers > 0,
     )
+    location = shard_location(cfg, "train")
+    prepared = Prepared(d.prepared)
+    if location is None:  # PREPARED/shards/train, and its store when it matches the model
+        loader, info = make_loader(prepared, spec, split="train")
+    else:  # shards elsewhere; the token store stays in PREPARED (used when it matches the model)
+        store = prepared.store if store_compatible(prepared.path, model) else None
+        loader, info = make_loader(location, spec.replace(store=store))
     if info.batches_per_epoch is None:
-        raise ConfigError(f"data.epoch_length: the sample counts of the train shards {location or source} are "
+        raise ConfigError(f"data.epoch_length: the sample counts of the train shards {location or prepared.shard_dir('train')} are "
                           "unknown (no sizes.json beside them, e.g. pipe: commands); set data.epoch_length")
     return loader, info
 
