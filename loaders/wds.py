@@ -107,6 +107,8 @@ def pipeline_stages(
     settings with ``rank``, ``world_size`` and ``store`` resolved (:func:`make_dataset` does it);
     ``settings``: :class:`LoaderSpec` fields, applied over ``spec`` (or making one)."""
     spec = LoaderSpec.build(spec, settings)
+    if isinstance(spec.store, str):  # "auto" is resolved by make_dataset; here it means no store
+        spec = spec.replace(store=None)
     train, batch_size, rank = spec.train, spec.batch_size, spec.rank
     common = {"seed": spec.seed, "epoch": epoch, "rank": rank}
     fixed = samples_per_worker is not None
