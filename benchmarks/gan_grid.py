@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
     from torchvision.utils import save_image
 
+    from recipekit.core.io import atomic_path
+    from recipekit.core.layout import Run
     from recipekit.embedders import load_embedder
-    from recipekit.pipeline.stagekit import atomic_path
 
-    model = load_embedder(args.run / "best.pt")
+    model = load_embedder(Run(args.run).best)
     size = model.generator.image_size
     pairs = first_pairs(args.prepared, args.split, args.n)
     recipes = [{"title": r.get("title", ""), "ingredients": [{"text": t} for t in r.get("ingredient_lines") or []],

@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from recipekit.core import Run
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "GPU training throughput"
 
@@ -176,7 +178,7 @@ def trainer_run(prepared: str, tmp: Path, name: str, *, embedder="ht_resnet50", 
     if env.exists():
         e = json.loads(env.read_text())
         res["environment"] = {k: e.get(k) for k in ("device", "world_size", "backend", "amp", "channels_last")}
-    res["best_pt"] = (run / "best.pt").exists() or (run / "checkpoints" / "last.pt").exists()
+    res["best_pt"] = Run(run).best.exists() or Run(run).last.exists()
     return res
 
 
@@ -244,7 +246,7 @@ def cmd_run(a) -> None:
         attempt("trainer", trainer_run, a.prepared, tmp, "ddp_2ranks_gloo", workers=a.workers // 2, steps=40, epochs=1,
                 nproc=2, extra=('ddp.backend="gloo"',))
         attempt("trainer", trainer_run, a.prepared, tmp, "torchrun_1rank", workers=a.workers, steps=40, epochs=1, nproc=1)
-        if (tmp / "resnet50_bf16" / "best.pt").exists() or (tmp / "resnet50_bf16" / "checkpoints").exists():
+        if Run(tmp / "resnet50_bf16").best.exists() or Run(tmp / "resnet50_bf16").checkpoints.exists():
             attempt("eval", eval_on_gpu, tmp / "resnet50_bf16")
     save()
 

@@ -179,10 +179,11 @@ def loop_collate(recipes):
 
 
 def loader_rate(folder: Path, vocab, *, workers: int, batch_size: int, epoch: int, **options) -> dict[str, float]:
-    from recipekit.loaders import make_loader
+    from recipekit.loaders import LoaderSpec, make_loader
 
-    loader, _ = make_loader(folder, vocab=vocab, train=True, batch_size=batch_size, num_workers=workers, seed=epoch,
-                            persistent_workers=workers > 0, **options)
+    spec = LoaderSpec(vocab=vocab, train=True, batch_size=batch_size, num_workers=workers, seed=epoch,
+                      persistent_workers=workers > 0, **options)
+    loader, _ = make_loader(folder, spec)
     return _timed_epoch(loader, workers, lambda batch: batch["images"])
 
 

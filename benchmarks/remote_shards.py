@@ -79,10 +79,12 @@ def stream_rate(source, server_pid: int) -> dict[str, float]:
 
 def loader_rate(source, prepared: Path, vocab, workers: int, batch_size: int, seed: int,
                 server_pid: int) -> dict[str, float]:
-    from recipekit.loaders import make_loader
+    from recipekit.core import Prepared
+    from recipekit.loaders import LoaderSpec, make_loader
 
-    loader, _ = make_loader(source, vocab=vocab, train=True, batch_size=batch_size, num_workers=workers, seed=seed,
-                            persistent_workers=workers > 0, store=prepared / "recipes.lmdb")
+    spec = LoaderSpec(vocab=vocab, train=True, batch_size=batch_size, num_workers=workers, seed=seed,
+                      persistent_workers=workers > 0, store=Prepared(prepared).store)
+    loader, _ = make_loader(source, spec)
     for _ in loader:  # warm-up epoch: worker start-up, imports
         pass
     n = 0

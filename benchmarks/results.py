@@ -42,6 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _measure import machine, replace_section, today  # noqa: E402
+from recipekit.core import Run  # noqa: E402
 
 DOC = ROOT / "docs" / "results.md"
 SHARED = ROOT.parent / "shared" / "data"
@@ -312,11 +313,12 @@ def first_photo_features(prepared: Path, cache: Path, split: str):
 def w2v_recipe_features(prepared: Path, ids: list[str]):
     """Mean word2vec vector of each recipe's title, ingredient and instruction tokens (recipes.lmdb)."""
     import numpy as np
+    from recipekit.core import Prepared
     from recipekit.pipeline.store import RecipeStore
     from recipekit.pipeline.word2vec import load_vectors
 
     kv = load_vectors(prepared)
-    store = RecipeStore(prepared / "recipes.lmdb")
+    store = RecipeStore(Prepared(prepared).store)
     out = np.zeros((len(ids), kv.vector_size), np.float32)
     for i, rid in enumerate(ids):
         r = store[rid]
@@ -425,7 +427,7 @@ def run_learned(method: str, corpus: str, prepared: Path, cache: Path, work: Pat
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     ev = evaluate(run, split="test", protocol=protocol, device="cpu", batch_size=32) if test else None
-    (run / "checkpoints" / "last.pt").unlink(missing_ok=True)  # 100+ MB each; best.pt is what counts
+    Run(run).last.unlink(missing_ok=True)  # 100+ MB each; best.pt is what counts
     losses = [h["loss"] for h in result.history]
     return {"test": ev.report["bags"][0] if ev else None, "val": result.best_metrics, "best_epoch": result.best_epoch,
             "train_s": train_s, "eval_s": time.perf_counter() - t1, "first_loss": losses[0],
@@ -735,7 +737,7 @@ def run_ablations(corpus: str, seeds: list[int] | None, epochs: int | None, work
 def finished_run(method: str, corpus: str, prepared: Path, cache: Path, work: Path, seed: int, epochs: int):
     """The result of a run folder this script finished earlier with the same config (``--reuse``), else None."""
     run = work / corpus / "runs" / f"{method}-abl-s{seed}"
-    paths = [run / "config.resolved.json", run / "best.json", run / "metrics.jsonl", run / "eval" / "test" / "eval.json"]
+    paths = [Run(run).resolved_config, Run(run).best_json, Run(run).metrics, Run(run).eval_dir("test") / "eval.json"]
     if not all(p.exists() for p in paths):
         return None
     want = method_config(method, corpus, prepared, cache, seed, epochs)
@@ -897,7 +899,7 @@ def run_gan(methods: list[str], corpus: str, seeds: list[int] | None, epochs: in
             result = train(gan_config(method, corpus, prepared, seed, epochs), run, device="cpu")
             train_s = time.perf_counter() - t0
             ev = evaluate(run, split="test", protocol=protocol, device="cpu", batch_size=32)
-            (run / "checkpoints" / "last.pt").unlink(missing_ok=True)
+            Run(run).last.unlink(missing_ok=True)
             runs.append({"test": ev.report["bags"][0], "val": result.best_metrics, "best_epoch": result.best_epoch,
                          "train_s": train_s, "generation": ev.report["generation"]})
             log(f"[{corpus}] {method} seed {seed}: test i->r medR "

@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine, replace_section, today, tree_rss_bytes
+from recipekit.core import Prepared, Run
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_TIMEOUT_S = 60.0
@@ -75,7 +76,7 @@ server.serve_forever()
 def tiny_run(out: Path) -> tuple[Path, Path]:
     """The test suite's tiny trained run on the demo corpus (built once into ``out``)."""
     run, prepared = out / "run", out / "prepared"
-    if (run / "best.pt").is_file() and (prepared / "manifests" / "shard.json").is_file():
+    if Run(run).best.is_file() and Prepared(prepared).manifest("shard").is_file():
         return run, prepared
     sys.path.insert(0, str(ROOT / "tests"))
     from stand_ins import tiny_run_config

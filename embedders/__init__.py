@@ -10,7 +10,7 @@ so ``import recipekit.embedders`` and the text helpers work without it.
 
 from __future__ import annotations
 
-from recipekit.pipeline.lazy import lazy_exports
+from recipekit.core.lazy import lazy_exports
 
 _EXPORTS = {
     "list_embedders": "registry",

@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from recipekit.core.device import resolve_device  # noqa: F401  (re-exported: this module's name for it)
+from recipekit.core.layout import Prepared
+from recipekit.core.limits import TextLimits
+
 __all__ = ["SplitEmbeddings", "embed_split", "resolve_device", "split_folder"]
 
 IMAGE_PICKS = ("first", "random")
@@ -42,41 +46,16 @@ class SplitEmbeddings:
         return len(self.ids)
 
 
-def resolve_device(device: Any = None, model: Any = None):
-    """``"auto"`` -> cuda when available else cpu; None -> the model's device (cpu without one)."""
-    import torch
-
-    if device is None:
-        return model.device if model is not None else torch.device("cpu")
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was asked for but torch sees no CUDA device")
-    return device
-
-
 def split_folder(prepared: str | os.PathLike, split: str) -> Path:
-    """``PREPARED/shards/{split}``, checked to hold shards (an error naming the path otherwise)."""
-    folder = Path(prepared) / "shards" / split
-    if not folder.is_dir() or not any(folder.glob("*.tar")):
-        have = sorted(p.name for p in (Path(prepared) / "shards").glob("*") if p.is_dir())
-        hint = f" (splits there: {', '.join(have)})" if have else " (run `recipekit prepare` first)"
-        raise FileNotFoundError(f"{folder}: no shards of split {split!r}{hint}")
-    return folder
+    """``PREPARED/shards/{split}``, checked to hold shards (:meth:`recipekit.core.Prepared.shards`)."""
+    return Prepared(prepared).shards(split)
 
 
 def _prepared_store(prepared: str | os.PathLike | None, vocab: Any, limits: tuple[int, int, int]):
     """``PREPARED/recipes.lmdb`` when it holds ``vocab``'s ids cut at ``limits``; else None."""
-    from recipekit.loaders.wds import checked_store
+    from recipekit.loaders.wds import matching_store
 
-    path = Path(prepared) / "recipes.lmdb" if prepared else None
-    if path is None or not (path / "data.mdb").exists():
-        return None
-    try:
-        return checked_store(path, vocab, limits)
-    except ValueError:
-        return None
+    return matching_store(Prepared(prepared) if prepared else None, vocab, limits)
 
 
 def embed_split(
@@ -104,25 +83,24 @@ def embed_split(
     ``PREPARED/recipes.lmdb`` when it matches the model, else from each sample's JSON. The model is put
     in eval mode (and back in train mode afterwards if it was)."""
     import torch
-    from recipekit.loaders import make_loader
+    from recipekit.loaders import LoaderSpec, make_loader
 
     if image_pick not in IMAGE_PICKS:
         raise ValueError(f"image_pick must be one of {', '.join(IMAGE_PICKS)}, not {image_pick!r}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit}")
     dev = resolve_device(device, model)
-    rcfg = model.config["recipe"]
-    limits = (int(rcfg.get("max_ingredients", 20)), int(rcfg.get("max_instructions", 20)), int(rcfg.get("max_tokens", 15)))
-    if shards is None:
-        source, store = split_folder(prepared, split), "auto"
-    else:
-        source, store = shards, _prepared_store(prepared, model.vocab, limits)
+    limits = TextLimits.of_model(model).astuple()
     on_gpu = dev.type == "cuda"
-    loader, info = make_loader(
-        source, vocab=model.vocab, store=store, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
+    spec = LoaderSpec(
+        vocab=model.vocab, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
         rank=0, world_size=1, image_size=int(model.image_tower.image_size), embedder=model,
         normalize=not on_gpu, limits=limits, pin_memory=on_gpu, image_pick=image_pick,
     )
+    if shards is None:  # the split of PREPARED, its own store when it matches the model
+        loader, info = make_loader(Prepared(prepared), spec, split=split)
+    else:
+        loader, info = make_loader(shards, spec.replace(store=_prepared_store(prepared, model.vocab, limits)))
     ids: list[str] = []
     images, recipes, picks = [], [], []
     was_training = model.training

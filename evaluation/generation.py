@@ -122,16 +122,14 @@ def generate(run: str | os.PathLike, recipe: str | os.PathLike | Mapping[str, An
     from torchvision.utils import save_image
 
     from recipekit.embedders import load_embedder
-    from recipekit.pipeline.stagekit import atomic_path
+    from recipekit.core.io import atomic_path
 
-    from .embed import resolve_device
+    from recipekit.core.device import resolve_device
+    from recipekit.core.layout import Run
 
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
-    run = Path(run)
-    checkpoint = run / "best.pt" if run.is_dir() else run
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such model (a run folder of `recipekit train` or a .pt file)")
+    checkpoint = Run.resolve(run).checkpoint
     if isinstance(recipe, Mapping):
         data, source = recipe, "<recipe>"
     else:

@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from recipekit.pipeline.stagekit import atomic_path
+from recipekit.core.io import atomic_path
 
 from .embed import SplitEmbeddings
 from .metrics import _bags

@@ -10,7 +10,6 @@ The eval.json schema is in docs/evaluation.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -19,7 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .embed import IMAGE_PICKS, SplitEmbeddings, embed_split, resolve_device, split_folder
+from recipekit.core.device import resolve_device
+from recipekit.core.io import file_sha256
+from recipekit.core.layout import Prepared, Run
+
+from .embed import IMAGE_PICKS, SplitEmbeddings, embed_split
 from .metrics import DIRECTIONS, KS, evaluate_bags
 from .report import render_table, write_outputs
 
@@ -27,7 +30,7 @@ __all__ = ["EvalProtocol", "EvalResult", "EvalTarget", "evaluate", "resolve_targ
            "split_location"]
 
 FORMAT = "recipekit.eval/1"
-RUN_CONFIG = "config.resolved.json"
+RUN_CONFIG = Run.RESOLVED_CONFIG
 SAMPLINGS = ("independent", "chunks")
 
 
@@ -101,56 +104,16 @@ class EvalResult:
         return render_table(self.report)
 
 
-def _read_run_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the run's resolved config ({exc})") from exc
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return config
-
-
-def _prepared_from(config: dict[str, Any], path: Path) -> Path:
-    prepared = (config.get("data") or {}).get("prepared") if isinstance(config.get("data"), dict) else None
-    if not prepared:
-        raise ValueError(f"{path}: no data.prepared (give the prepared folder with --data)")
-    return Path(prepared)
-
-
 def resolve_target(target: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test") -> EvalTarget:
     """A run folder (``RUN/best.pt``) or an embedder file, and the prepared folder to read:
     ``data`` when given, else ``data.prepared`` of ``config.resolved.json`` (in the run folder,
-    or beside the file or one folder up). Errors name the missing path."""
-    target = Path(target)
-    if not target.exists():
-        raise FileNotFoundError(f"{target}: no such run folder or checkpoint file")
-    run, config = None, None
-    if target.is_dir():
-        run, checkpoint = target, target / "best.pt"
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: missing (is {target} a run folder of `recipekit train`?)")
-        default_out = run / "eval" / split
-        config_path = run / RUN_CONFIG
-        if config_path.is_file():
-            config = _read_run_config(config_path)
-        elif data is None:
-            raise FileNotFoundError(f"{config_path}: missing; give the prepared folder with --data")
-    else:
-        checkpoint = target
-        default_out = target.parent / "eval" / target.stem / split
-        for folder in (target.parent, target.parent.parent):
-            if (folder / RUN_CONFIG).is_file():
-                run, config = folder, _read_run_config(folder / RUN_CONFIG)
-                break
-        if config is None and data is None:
-            raise ValueError(
-                f"{checkpoint}: a checkpoint file needs --data PREPARED (no {RUN_CONFIG} beside it or one folder up)"
-            )
-    prepared = Path(data) if data is not None else _prepared_from(config, run / RUN_CONFIG)
-    if not prepared.is_dir():
-        raise FileNotFoundError(f"{prepared}: the prepared folder does not exist")
-    return EvalTarget(checkpoint.resolve(), prepared.resolve(), run.resolve() if run else None, config, default_out)
+    or beside the file or one folder up): :meth:`recipekit.core.Run.resolve`. Errors name the
+    missing path."""
+    found = Run.resolve(target)
+    config = found.run_config()
+    prepared = found.prepared(data, config)
+    return EvalTarget(found.checkpoint.resolve(), prepared.resolve(), found.run.path.resolve() if found.run else None,
+                      config, found.eval_dir(split))
 
 
 def split_location(found: EvalTarget, split: str, shards: str | os.PathLike | None = None, *,
@@ -169,21 +132,13 @@ def split_location(found: EvalTarget, split: str, shards: str | os.PathLike | No
                              f"({shards!r}); commands saved in a run folder are never run. If you trust it, give it "
                              "yourself (--shards 'pipe:...'), or read the prepared folder's own shards with --data")
     if shards is None:
-        split_folder(found.prepared, split)
+        Prepared(found.prepared).shards(split)
         return None
     location = split_shards(shards, split)
     from recipekit.loaders import resolve_shards
 
     resolve_shards(location)  # unreachable, missing: an error naming the URL before the model loads
     return location
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def score_protocol(image, recipe, protocol: EvalProtocol) -> list[dict[str, Any]]:
@@ -310,7 +265,7 @@ def evaluate(
         from .plot import plot_retrievals
 
         report["outputs"]["plot"] = "retrievals.png"
-        plot_retrievals(emb, location or split_folder(found.prepared, split), out_dir / "retrievals.png",
+        plot_retrievals(emb, location or Prepared(found.prepared).shards(split), out_dir / "retrievals.png",
                         bag_size=protocol.bag_size, sampling=protocol.sampling, seed=protocol.seed)
     write_outputs(report, out_dir)
     return EvalResult(report, out_dir.resolve(), emb)

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from recipekit.pipeline.stagekit import atomic_path
+from recipekit.core.io import atomic_path
 
 __all__ = ["DIRECTION_LABELS", "bag_label", "render_generation", "render_markdown", "render_table", "write_outputs"]
 

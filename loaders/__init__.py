@@ -1,8 +1,10 @@
 """recipekit.loaders: streaming data loaders for training, evaluation and search (docs/artefacts.md, docs/benchmarks.md).
 
 * :func:`make_loader` — image-recipe batches from the WebDataset shards of ``prepare``'s
-  ``shard`` stage (one list of stages: :func:`pipeline_stages`; fixed-length epochs across
-  ranks and workers; optional AdaMine class-aware batches).
+  ``shard`` stage, read through a :class:`~recipekit.core.Prepared` folder and a split or
+  from shards given directly, with its settings as one :class:`LoaderSpec` (one list of
+  stages: :func:`pipeline_stages`; fixed-length epochs across ranks and workers; optional
+  AdaMine class-aware batches).
 * :func:`recipe_only_loader` — tokenised recipe batches from the LMDB store (``store`` stage)
   for H-T's recipe-only loss.
 
@@ -18,6 +20,7 @@ from .recipes import (
     recipe_only_loader,
 )
 from .shards import SharedEpoch, resolve_shards
+from .spec import LoaderSpec
 from .wds import LoaderInfo, ShardLoader, make_dataset, make_loader, pipeline_stages
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "DEFAULT_DECODER",
     "ImageDecoder",
     "LoaderInfo",
+    "LoaderSpec",
     "RecipeLoader",
     "ShardLoader",
     "SharedEpoch",

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from recipekit.core.limits import DEFAULT_LIMITS
 from recipekit.pipeline.vocab import tokenise_sample
 
 from .buffers import SLOT_KEY, BatchBuffers, shared_empty
@@ -226,7 +227,7 @@ class decode_batch:
     (:class:`~recipekit.loaders.buffers.BatchBuffers`) instead of a new segment per batch."""
 
     def __init__(self, *, vocab: Any, decoder: ImageDecoder, mean, std, normalize: bool = True,
-                 limits: tuple[int, int, int] = (20, 20, 15), store: Any = None, recipe_collate: Any = None,
+                 limits: tuple[int, int, int] = DEFAULT_LIMITS.astuple(), store: Any = None, recipe_collate: Any = None,
                  buffers: BatchBuffers | None = None, seed: int, epoch: SharedEpoch, rank: int):
         self.vocab, self.decoder, self.normalize, self.limits, self.store = vocab, decoder, normalize, limits, store
         if recipe_collate is None:

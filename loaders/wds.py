@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from recipekit.core.layout import Prepared
+
 from .batching import as_torch, batches, class_aware_batches, decode_batch, pick_image
 from .buffers import SLOT_KEY, BatchBuffers
 from .images import ImageDecoder, normalisation_for
@@ -51,9 +53,11 @@ from .shards import (
     split_by_worker,
     take,
 )
+from .spec import LoaderSpec
 from .tario import tar_samples
 
-__all__ = ["LoaderInfo", "ShardLoader", "checked_store", "make_dataset", "make_loader", "pipeline_stages"]
+__all__ = ["LoaderInfo", "LoaderSpec", "ShardLoader", "checked_store", "make_dataset", "make_loader", "matching_store",
+           "pipeline_stages"]
 
 
 @dataclass
@@ -87,53 +91,46 @@ class LoaderInfo:
 
 def pipeline_stages(
     spec_urls: list[str],
+    spec: LoaderSpec | None = None,
     *,
-    vocab: Any,
-    train: bool,
-    batch_size: int,
     epoch: SharedEpoch,
     samples_per_worker: int | None,
-    rank: int,
-    world_size: int,
-    seed: int = 0,
-    shuffle_size: int = 2000,
-    class_aware: bool = False,
-    class_aware_options: dict | None = None,
     image: ImageDecoder,
     mean=None,
     std=None,
-    normalize: bool = True,
-    limits: tuple[int, int, int] = (20, 20, 15),
-    store: Any = None,
-    recipe_collate: Any = None,
     split_samples: bool = False,
-    handler=None,
-    image_pick: str | None = None,
     buffers: BatchBuffers | None = None,
+    **settings: Any,
 ) -> list:
     """The loader's data path as one list of stages (see the module docstring); with
-    ``split_samples`` the two split stages come after ``tar_samples``."""
-    common = {"seed": seed, "epoch": epoch, "rank": rank}
+    ``split_samples`` the two split stages come after ``tar_samples``. ``spec``: the loader's
+    settings with ``rank``, ``world_size`` and ``store`` resolved (:func:`make_dataset` does it);
+    ``settings``: :class:`LoaderSpec` fields, applied over ``spec`` (or making one)."""
+    spec = LoaderSpec.build(spec, settings)
+    if isinstance(spec.store, str):  # "auto" is resolved by make_dataset; here it means no store
+        spec = spec.replace(store=None)
+    train, batch_size, rank = spec.train, spec.batch_size, spec.rank
+    common = {"seed": spec.seed, "epoch": epoch, "rank": rank}
     fixed = samples_per_worker is not None
     group = (
-        class_aware_batches(batch_size, partial=not train, **(class_aware_options or {}), **common)
-        if class_aware
+        class_aware_batches(batch_size, partial=not train, **(spec.class_aware_options or {}), **common)
+        if spec.class_aware
         else batches(batch_size, partial=not train)
     )
     by_shard = not split_samples
     return [
-        ShardList(spec_urls, seed=seed, epoch=epoch, shuffle=train, repeat=fixed),
-        split_by_node(rank, world_size) if by_shard else None,
+        ShardList(spec_urls, seed=spec.seed, epoch=epoch, shuffle=train, repeat=fixed),
+        split_by_node(rank, spec.world_size) if by_shard else None,
         split_by_worker if by_shard else None,
-        tar_samples(handler),
-        split_by_node(rank, world_size) if split_samples else None,
+        tar_samples(spec.handler),
+        split_by_node(rank, spec.world_size) if split_samples else None,
         split_by_worker if split_samples else None,
         take(samples_per_worker) if fixed else None,
-        pick_image(train=train, mode=image_pick, **common),
-        shuffle_buffer(shuffle_size, **common) if train and shuffle_size > 1 else None,
+        pick_image(train=train, mode=spec.image_pick, **common),
+        shuffle_buffer(spec.shuffle_size, **common) if train and spec.shuffle_size > 1 else None,
         group,
-        decode_batch(vocab=vocab, decoder=image, mean=mean, std=std, normalize=normalize, limits=limits, store=store,
-                     recipe_collate=recipe_collate, buffers=buffers, **common),
+        decode_batch(vocab=spec.vocab, decoder=image, mean=mean, std=std, normalize=spec.normalize, limits=spec.limits,
+                     store=spec.store, recipe_collate=spec.recipe_collate, buffers=buffers, **common),
     ]
 
 
@@ -191,67 +188,70 @@ class ShardLoader(DataLoader):
         return self.info.batches_per_epoch
 
 
-def make_dataset(shards, *, vocab: Any, train: bool, batch_size: int, num_workers: int = 0,
-                 epoch_length: int | None = None, seed: int = 0, rank: int | None = None,
-                 world_size: int | None = None, class_aware: bool = False, class_aware_options: dict | None = None,
-                 image_size: int = 224, decoder: str = "auto", embedder: Any = None, normalize: bool = True,
-                 shuffle_size: int = 2000, limits: tuple[int, int, int] = (20, 20, 15), store: Any = "auto",
-                 recipe_collate: Any = None, handler=None, image_pick: str | None = None,
-                 buffers: BatchBuffers | None = None):
+def _source(source: Any, split: str | None) -> tuple[Any, Prepared | None]:
+    """(shards to read, the prepared folder that holds them and its store, or None).
+
+    With ``split``, ``source`` is a prepared folder (a :class:`~recipekit.core.Prepared` or its
+    path) and the shards are its ``shards/{split}``. Without, ``source`` names shards (a folder,
+    brace pattern, URL, ``pipe:``, or a list): they belong to a prepared folder only when they
+    are one local ``OUT/shards/{split}`` folder's tars (checked after resolving them)."""
+    if isinstance(source, Prepared) or split is not None:
+        if split is None:
+            raise ValueError(f"{source}: a prepared folder needs a split (make_loader(prepared, split='train'))")
+        prepared = source if isinstance(source, Prepared) else Prepared(source)
+        return prepared.shards(split), prepared
+    return source, None
+
+
+def make_dataset(shards, spec: LoaderSpec | None = None, *, split: str | None = None,
+                 buffers: BatchBuffers | None = None, **settings: Any):
     """The ``webdataset.DataPipeline`` and its :class:`LoaderInfo` (arguments of :func:`make_loader`;
     ``buffers``: the recycled image slots its workers write into, made by :func:`make_loader`)."""
     import webdataset as wds
 
-    spec = resolve_shards(shards)
+    from .remote import is_remote
+
+    spec = LoaderSpec.build(spec, settings)
+    shards, prepared = _source(shards, split)
+    urls = resolve_shards(shards)
+    store = spec.store
     if isinstance(store, str) and store == "auto":
-        store = _auto_store(spec.urls, vocab, limits)
+        if prepared is None and not any(is_remote(u) for u in urls.urls):  # remote shards: give the store explicitly
+            prepared = Prepared.of_shards(urls.urls)
+        store = matching_store(prepared, spec.vocab, spec.limits)
     elif store is not None:
-        store = checked_store(store, vocab, limits)
-    rank, world_size = default_rank_world(rank, world_size)
+        store = checked_store(store, spec.vocab, spec.limits)
+    rank, world_size = default_rank_world(spec.rank, spec.world_size)
+    spec = spec.replace(rank=rank, world_size=world_size, store=store)
+    train, batch_size, num_workers, epoch_length = spec.train, spec.batch_size, spec.num_workers, spec.epoch_length
     workers = max(1, num_workers)
     readers = world_size * workers
     if train and epoch_length is None:
-        epoch_length = spec.total  # None without sizes.json: one pass per epoch
+        epoch_length = urls.total  # None without sizes.json: one pass per epoch
     per_worker = None if epoch_length is None else int(epoch_length) // readers
-    split_samples = len(spec.urls) < readers  # too few shards to give every reader its own
-    image = ImageDecoder(decoder, train=train, size=image_size)
-    mean, std = normalisation_for(embedder)
+    split_samples = len(urls.urls) < readers  # too few shards to give every reader its own
+    image = ImageDecoder(spec.decoder, train=train, size=spec.image_size)
+    mean, std = normalisation_for(spec.embedder)
     n_batches = None if per_worker is None else workers * (per_worker // batch_size)
     info = LoaderInfo(
-        shards=list(spec.urls), num_samples=epoch_length if epoch_length is not None else spec.total,
+        shards=list(urls.urls), num_samples=epoch_length if epoch_length is not None else urls.total,
         samples_per_worker=per_worker, batches_per_epoch=n_batches, batch_size=batch_size, rank=rank,
         world_size=world_size, num_workers=num_workers, train=train, decoder=image.decoder, mean=mean, std=std,
-        class_aware=class_aware, split="samples" if split_samples else "shards",
+        class_aware=spec.class_aware, split="samples" if split_samples else "shards",
         tokens=f"store {store.path}" if store is not None else "json",
     )
-    stages = pipeline_stages(
-        list(spec.urls), vocab=vocab, train=train, batch_size=batch_size, epoch=info.epoch,
-        samples_per_worker=per_worker, rank=rank, world_size=world_size, seed=seed, shuffle_size=shuffle_size,
-        class_aware=class_aware, class_aware_options=class_aware_options, image=image, mean=mean, std=std,
-        normalize=normalize, limits=limits, store=store, recipe_collate=recipe_collate, split_samples=split_samples,
-        handler=handler, image_pick=image_pick, buffers=buffers,
-    )
+    stages = pipeline_stages(list(urls.urls), spec, epoch=info.epoch, samples_per_worker=per_worker, image=image,
+                             mean=mean, std=std, split_samples=split_samples, buffers=buffers)
     return wds.DataPipeline(*stages), info
 
 
-def _auto_store(urls, vocab: Any, limits: tuple[int, int, int]):
-    """``OUT/recipes.lmdb`` when the shards are ``OUT/shards/{partition}/*.tar`` and the store
-    was built with this vocabulary and these limits; else None (tokenise the JSON)."""
-    from pathlib import Path
-
-    from .remote import is_remote
-
-    if any(is_remote(u) for u in urls):  # remote shards: give the local store explicitly
-        return None
-    folders = {Path(u).parent for u in urls}
-    if len(folders) != 1:
-        return None
-    (folder,) = folders
-    candidate = folder.parent.parent / "recipes.lmdb"
-    if folder.parent.name != "shards" or not (candidate / "data.mdb").exists():
+def matching_store(prepared: Prepared | None, vocab: Any, limits: tuple[int, int, int]):
+    """``prepared``'s store when it exists and was built with this vocabulary and these limits;
+    else None (tokenise the JSON)."""
+    if prepared is None or not prepared.has_store:
         return None
     try:
-        return checked_store(candidate, vocab, limits)
+        return checked_store(prepared.store, vocab, limits)
     except ValueError:
         return None
 
@@ -274,36 +274,20 @@ def checked_store(store: Any, vocab: Any, limits: tuple[int, int, int]):
 
 
 def make_loader(
-    shards: str | os.PathLike | Iterable[str | os.PathLike],
+    source: Prepared | str | os.PathLike | Iterable[str | os.PathLike],
+    spec: LoaderSpec | None = None,
     *,
-    vocab: Any,
-    train: bool,
-    batch_size: int,
-    num_workers: int = 0,
-    epoch_length: int | None = None,
-    seed: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-    class_aware: bool = False,
-    class_aware_options: dict | None = None,
-    image_size: int = 224,
-    decoder: str = "auto",
-    embedder: Any = None,
-    normalize: bool = True,
-    shuffle_size: int = 2000,
-    limits: tuple[int, int, int] = (20, 20, 15),
-    store: Any = "auto",
-    recipe_collate: Any = None,
-    pin_memory: bool = False,
-    persistent_workers: bool = False,
-    prefetch_factor: int | None = None,
-    handler=None,
-    image_pick: str | None = None,
-    recycle_buffers: bool = True,
+    split: str | None = None,
+    **settings: Any,
 ) -> tuple[ShardLoader, LoaderInfo]:
     """A loader of image-recipe batches from WebDataset shards, and what it will deliver.
 
-    ``shards``: a shard folder (``OUT/shards/train``), brace pattern, path or list of those.
+    ``source`` and ``split``: a prepared folder (:class:`~recipekit.core.Prepared` or its path)
+    and the split to read (its ``shards/{split}``, its ``recipes.lmdb``); or, without ``split``,
+    the shards themselves: a shard folder (``OUT/shards/train``), brace pattern, path, URL,
+    ``pipe:`` command or list of those. ``spec``: a :class:`LoaderSpec`; keyword ``settings``
+    (its field names) build one or change the one given. The fields:
+
     ``vocab``: a :class:`~recipekit.pipeline.vocab.Vocabulary` (``word2vec/vocab.txt``).
     ``epoch_length``: samples per epoch over all ranks and workers (train default: all
     samples, from ``sizes.json``; eval default: one pass). ``rank``/``world_size``: default
@@ -315,9 +299,10 @@ def make_loader(
     ``info.normalise(images)``: a quarter of the bytes to hand over and to copy to a GPU (and
     about 0.05 ms less worker CPU per image here; docs/benchmarks.md).
     ``limits``: (max_ingredients, max_instructions, max_tokens) of the tokeniser.
-    ``store``: where recipe token ids come from. ``"auto"``: ``OUT/recipes.lmdb`` when the
-    shards are ``OUT/shards/{partition}`` and the store was built with this vocabulary and
-    these limits, else tokenise each sample's JSON; ``None``: always tokenise; a
+    ``store``: where recipe token ids come from. ``"auto"``: the prepared folder's
+    ``recipes.lmdb`` (given, or the one whose ``shards/{split}`` the local shards are) when it
+    was built with this vocabulary and these limits, else tokenise each sample's JSON (always
+    for remote shards: give their store explicitly); ``None``: always tokenise; a
     :class:`~recipekit.pipeline.store.RecipeStore` or its path: read from it (an error if
     its vocabulary or limits differ). Same ids either way (tested); reading is ~20x cheaper. ``recipe_collate``:
     a replacement for ``collate_recipes`` (same input, same output; default: it).
@@ -330,20 +315,16 @@ def make_loader(
     (docs/benchmarks.md). A batch sent on to another process must be copied first.
     Batches are described in :mod:`recipekit.loaders.batching`.
     """
-    pinned = pin_memory and torch.cuda.is_available()
+    spec = LoaderSpec.build(spec, settings)
+    num_workers, prefetch_factor = spec.num_workers, spec.prefetch_factor
+    pinned = spec.pin_memory and torch.cuda.is_available()
     buffers = None
-    if num_workers > 0 and recycle_buffers:  # in flight: prefetch per worker; + held, pinned and being freed
+    if num_workers > 0 and spec.recycle_buffers:  # in flight: prefetch per worker; + held, pinned and being freed
         buffers = BatchBuffers(num_workers, (prefetch_factor or 2) + 3, pinned=pinned)
-    dataset, info = make_dataset(
-        shards, vocab=vocab, train=train, batch_size=batch_size, num_workers=num_workers, epoch_length=epoch_length,
-        seed=seed, rank=rank, world_size=world_size, class_aware=class_aware, class_aware_options=class_aware_options,
-        image_size=image_size, decoder=decoder, embedder=embedder, normalize=normalize, shuffle_size=shuffle_size,
-        limits=limits, store=store, recipe_collate=recipe_collate, handler=handler, image_pick=image_pick,
-        buffers=buffers,
-    )
+    dataset, info = make_dataset(source, spec, split=split, buffers=buffers)
     kwargs: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pinned}
     if num_workers > 0:
-        kwargs["persistent_workers"] = persistent_workers
+        kwargs["persistent_workers"] = spec.persistent_workers
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
     return ShardLoader(dataset, info, buffers, **kwargs), info

@@ -8,7 +8,7 @@ names are imported lazily.
 
 from __future__ import annotations
 
-from recipekit.pipeline.lazy import lazy_exports
+from recipekit.core.lazy import lazy_exports
 
 _EXPORTS = {
     "list_losses": "registry",

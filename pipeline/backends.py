@@ -17,7 +17,7 @@ distinct ``(initializer, initargs)`` and is cached there. Ray is imported only w
 (``pip install 'recipekit[ray]'``).
 
 A task that raises stops the map: pending tasks are cancelled, running ones are waited for
-(their outputs are atomic, see :func:`.stagekit.atomic_path`), and :class:`TaskError` names the
+(their outputs are atomic, see :func:`recipekit.core.io.atomic_path`), and :class:`TaskError` names the
 failed item (``shard train/train-000003``, ``recipes 40000-59999``).
 
 Pool workers watch their parent: when the main process dies without shutting the pool down

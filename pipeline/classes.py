@@ -33,9 +33,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recipekit.core.io import atomic_path
+
 from ._spacy import import_spacy
 from .parse import PARTITIONS
-from .stagekit import Stage, StageContext, atomic_path, run_stage
+from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, positive_ints, require
 from .tablestream import iter_aligned
 from .tokenize import tokenize

@@ -17,9 +17,11 @@ import polars as pl
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from recipekit.core.io import atomic_path
+
 from .backends import Executor, PoolExecutor
 from .ingredient_names import EXTRACTORS, IngredientExtractor
-from .stagekit import Stage, StageContext, atomic_path, run_stage
+from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, require
 from .tablestream import iter_aligned
 

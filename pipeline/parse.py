@@ -26,11 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from recipekit.core.io import atomic_path, staged
+
 from .jsonfast import iter_array_fast as iter_array
 from .jsonfast import map_array
 from .jsonstream import InvalidElement
 from .quarantine import Rejection, replace_stage_rows
-from .stagekit import Stage, StageContext, atomic_path, run_stage, staged
+from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, require
 from .textclean import clean_text
 

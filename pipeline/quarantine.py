@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .stagekit import atomic_path, staged
+from recipekit.core.io import atomic_path, staged
 
 __all__ = ["QUARANTINE_FILE", "QUARANTINE_SCHEMA", "Rejection", "replace_stage_rows", "read_quarantine"]
 

@@ -43,12 +43,14 @@ from typing import Any
 import PIL
 from tqdm import tqdm
 
+from recipekit.core.io import atomic_path, remove_stale_tmp, write_json_atomic
+
 from .imageio import PIXEL_LIMIT, convert_image
 from .parse import PARTITIONS
 from .quarantine import Rejection, replace_stage_rows
 # cut_shards, estimate_image_bytes and shard_order are re-exported here: the planning helpers live in .shardplan
 from .shardplan import cut_shards, estimate_image_bytes, plan_shards, shard_order, shard_rows
-from .stagekit import Stage, StageContext, atomic_path, package_version, remove_stale_tmp, run_stage, write_json_atomic
+from .stagekit import Stage, StageContext, package_version, run_stage
 from .stageparams import StageParams
 
 __all__ = ["STAGE", "ShardParams", "shard", "estimate_image_bytes", "shard_order", "cut_shards", "SHARDS_DIR"]

@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .stagekit import TMP_MARK
+from recipekit.core.io import TMP_MARK
 
 __all__ = ["ShardPlan", "plan_shards", "shard_rows", "estimate_image_bytes", "shard_order", "cut_shards",
            "TAR_OVERHEAD"]

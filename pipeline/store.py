@@ -39,8 +39,12 @@ import lmdb
 import numpy as np
 from tqdm import tqdm
 
+from recipekit.core.io import TMP_MARK, atomic_dir, staged
+from recipekit.core.layout import Prepared
+from recipekit.core.limits import DEFAULT_LIMITS
+
 from .parse import PARTITIONS
-from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage, staged
+from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, positive_ints
 from .vocab import Vocabulary, tokenise_sample
 
@@ -59,9 +63,9 @@ TASK = 5_000  # recipes per encoding task, at most CHUNK (two tasks per worker a
 class StoreParams(StageParams):
     """The `store` stage's settings (``prepare --set store.KEY=VALUE``): limits of the tokenised recipes."""
 
-    max_ingredients: int = 20  # ingredient lines kept per recipe
-    max_instructions: int = 20  # instructions kept per recipe
-    max_tokens: int = 15  # tokens kept per title, ingredient line and instruction
+    max_ingredients: int = DEFAULT_LIMITS.max_ingredients  # ingredient lines kept per recipe
+    max_instructions: int = DEFAULT_LIMITS.max_instructions  # instructions kept per recipe
+    max_tokens: int = DEFAULT_LIMITS.max_tokens  # tokens kept per title, ingredient line and instruction
 
     def __post_init__(self) -> None:
         positive_ints(self, "store", "max_ingredients", "max_instructions", "max_tokens")
@@ -183,8 +187,8 @@ class RecipeStore:
 
     def __init__(self, path: str | os.PathLike, *, readahead: bool = False):
         path = Path(path)
-        if not (path / "data.mdb").exists() and (path / "recipes.lmdb" / "data.mdb").exists():
-            path = path / "recipes.lmdb"
+        if not (path / "data.mdb").exists() and Prepared(path).has_store:
+            path = Prepared(path).store
         if not (path / "data.mdb").exists():
             raise FileNotFoundError(f"{path}: no LMDB recipe store here (run `recipekit prepare ... --stages store`)")
         self.path = path
@@ -350,7 +354,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     count = len(ids)
     offsets = np.zeros(count + 1, dtype=np.int64)
     keys: dict[str, list[str]] = {q: [] for q in PARTITIONS}  # "\n"-joined ids per chunk
-    scratch = out / f"recipes.lmdb-values{TMP_MARK}{os.getpid()}"
+    scratch = out / f"{Prepared.STORE}-values{TMP_MARK}{os.getpid()}"
     n_bytes, row = 0, 0
     try:
         with open(scratch, "wb") as fh:
@@ -368,7 +372,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             raise ValueError(f"{out / 'recipes.parquet'}: read {row:,} recipes of {count:,}")
         partitions = [q for q in PARTITIONS if keys[q]]
         per_part = {q: sum(part.count("\n") + 1 for part in keys[q]) for q in partitions}
-        with atomic_dir(out / "recipes.lmdb") as tmp, open(scratch, "rb") as src:
+        with atomic_dir(Prepared(out).store) as tmp, open(scratch, "rb") as src:
             # The map is a bound on the file size, not an allocation (the file grows as written).
             env = lmdb.open(str(tmp), map_size=(1 << 30) + count * 16384, lock=False, subdir=True,
                             sync=False, metasync=False, meminit=True)
@@ -397,7 +401,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
                 env.close()
     finally:
         scratch.unlink(missing_ok=True)
-    size = (staged(out / "recipes.lmdb") / "data.mdb").stat().st_size  # committed when the stage ends
+    size = (staged(Prepared(out).store) / "data.mdb").stat().st_size  # committed when the stage ends
     return {"recipes": count, **per_part, "value_bytes": n_bytes,
             "file_bytes": size, "width": width}
 
@@ -406,7 +410,7 @@ STAGE = Stage(
     name="store",
     run=_run,
     out_inputs=("recipes.parquet", "ingredients.parquet", "recipe_classes.parquet", "word2vec/vocab.txt"),
-    outputs=("recipes.lmdb/data.mdb",),
+    outputs=(f"{Prepared.STORE}/data.mdb",),
     description="every recipe tokenised in an LMDB file, keyed by id",
     params=StoreParams,
 )

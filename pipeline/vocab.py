@@ -19,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from recipekit.core.limits import DEFAULT_LIMITS
+
 from .tokenize import ingredient_token, tokenize, underscore_ingredients
 
 __all__ = [
@@ -94,9 +96,9 @@ def _texts(items: Sequence[Any]) -> list[str]:
 def tokenise_recipe(
     recipe: Mapping[str, Any],
     vocab: Any,
-    max_ingredients: int = 20,
-    max_instructions: int = 20,
-    max_tokens: int = 15,
+    max_ingredients: int = DEFAULT_LIMITS.max_ingredients,
+    max_instructions: int = DEFAULT_LIMITS.max_instructions,
+    max_tokens: int = DEFAULT_LIMITS.max_tokens,
 ) -> dict[str, Any]:
     """Token ids of a layer1.json-style recipe ``{"title", "ingredients": [{"text"}],
     "instructions": [{"text"}]}``. An ingredient may carry ``"name"`` (its canonical name,
@@ -165,9 +167,9 @@ def match_names(lines: Sequence[str], names: Sequence[str]) -> list[str | None]:
 def tokenise_sample(
     sample: Mapping[str, Any],
     vocab: Any,
-    max_ingredients: int = 20,
-    max_instructions: int = 20,
-    max_tokens: int = 15,
+    max_ingredients: int = DEFAULT_LIMITS.max_ingredients,
+    max_instructions: int = DEFAULT_LIMITS.max_instructions,
+    max_tokens: int = DEFAULT_LIMITS.max_tokens,
 ) -> dict[str, Any]:
     """Token ids of a prepared recipe (a shard's ``{id}.json`` or a row of recipes.parquet
     joined with ingredients.parquet): ``{"title", "ingredient_lines": [raw lines],

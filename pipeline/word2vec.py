@@ -33,7 +33,9 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, atomic_path, run_stage
+from recipekit.core.io import TMP_MARK, atomic_dir, atomic_path
+
+from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, positive_ints, require
 from .tablestream import iter_aligned, num_rows
 from .tokenize import ingredient_token, tokenize, underscore_ingredients

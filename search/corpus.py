@@ -17,6 +17,8 @@ from typing import Any, BinaryIO
 
 import pyarrow.parquet as pq
 
+from recipekit.core.layout import Prepared
+
 from .errors import SearchError
 
 __all__ = ["image_table", "read_member", "recipe_table", "class_names"]
@@ -32,7 +34,7 @@ def _read(prepared: Path, name: str, columns: list[str]) -> dict[str, list]:
 
 def class_names(prepared: Path) -> dict[int, str]:
     """``classes.json`` as {class id: name} (0 = background)."""
-    path = prepared / "classes.json"
+    path = Prepared(prepared).classes
     if not path.is_file():
         raise SearchError(f"{path}: missing (run `recipekit prepare` with the classes stage)")
     return {int(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
@@ -69,7 +71,7 @@ def image_table(prepared: Path) -> list[dict[str, Any]]:
     and ``size`` of the JPEG bytes in the tar; in shard order."""
     from recipekit.loaders.tario import split_key
 
-    index_path = prepared / "shards" / "index.json"
+    index_path = Prepared(prepared).shard_index
     if not index_path.is_file():
         raise SearchError(f"{index_path}: missing (run `recipekit prepare` with the shard stage)")
     index = json.loads(index_path.read_text(encoding="utf-8"))

@@ -18,6 +18,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from recipekit.core.layout import Prepared
+from recipekit.core.limits import TextLimits
+
 from .corpus import read_member
 from .errors import SearchError
 
@@ -25,8 +28,7 @@ __all__ = ["embed_images", "embed_recipes", "embed_recipe_query", "image_tensor"
 
 
 def limits_of(model) -> tuple[int, int, int]:
-    r = model.config["recipe"]
-    return int(r.get("max_ingredients", 20)), int(r.get("max_instructions", 20)), int(r.get("max_tokens", 15))
+    return TextLimits.of_model(model).astuple()
 
 
 def _decoder(model):
@@ -79,7 +81,7 @@ def _token_source(model, prepared: Path):
     from recipekit.loaders.wds import checked_store
 
     try:
-        store = checked_store(prepared / "recipes.lmdb", model.vocab, limits_of(model))
+        store = checked_store(Prepared(prepared).store, model.vocab, limits_of(model))
         return lambda rows: store.get_many([r["recipe_id"] for r in rows])
     except (ValueError, FileNotFoundError):
         from recipekit.pipeline.vocab import tokenise_sample

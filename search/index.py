@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from recipekit.core.layout import Run
+
 from .corpus import image_table, recipe_table
 from .errors import SearchError
 
@@ -28,7 +30,7 @@ __all__ = ["APPROXIMATE_ABOVE", "DEFAULT_NPROBE", "FORMAT", "INDEX_DIR", "RECALL
            "faiss_index", "read_meta", "resolve_run", "tune_nprobe"]
 
 FORMAT = "recipekit.index/1"
-INDEX_DIR = "index"
+INDEX_DIR = Run.INDEX
 # From benchmarks/search.py (docs/benchmarks.md, "Search index"): past this many vectors of a kind an
 # exact query costs more than ~20 ms of one core at 1024 dimensions, so an IVF index is built.
 APPROXIMATE_ABOVE = 80_000
@@ -48,15 +50,11 @@ def _faiss():
 def resolve_run(run: str | os.PathLike) -> tuple[Path, Path]:
     """(checkpoint, default index folder) of a run folder (``RUN/best.pt``, ``RUN/index``) or of
     an embedder file (``FILE``, ``FOLDER/index`` beside it)."""
-    run = Path(run)
-    if run.is_dir():
-        checkpoint = run / "best.pt"
-        if not checkpoint.is_file():
-            raise SearchError(f"{checkpoint}: missing (is {run} a run folder of `recipekit train`?)")
-        return checkpoint, run / INDEX_DIR
-    if run.is_file():
-        return run, run.parent / INDEX_DIR
-    raise SearchError(f"{run}: no such run folder or checkpoint file")
+    try:
+        found = Run.resolve(run)
+    except FileNotFoundError as exc:
+        raise SearchError(str(exc)) from None
+    return found.checkpoint, found.index_dir
 
 
 def _write_parquet(path: Path, columns: dict[str, list]) -> None:
@@ -164,19 +162,18 @@ def build_index(
     gets an IVF index searched with ``nprobe`` cells (None: the fewest that reach
     recall@10 >= 0.95 against the exact search on the other modality's vectors, :func:`tune_nprobe`)."""
     from recipekit.embedders import load_embedder
-    from recipekit.evaluation.embed import resolve_device
-    from recipekit.evaluation.protocol import file_sha256, resolve_target
-    from recipekit.pipeline.stagekit import atomic_dir, package_version, write_json_atomic
+    from recipekit.core.device import resolve_device
+    from recipekit.core.io import atomic_dir, file_sha256, write_json_atomic
+    from recipekit.pipeline.stagekit import package_version
 
     from .embedding import embed_images, embed_recipes
 
     _faiss()
     checkpoint, default_out = resolve_run(run)
     try:
-        found = resolve_target(run, data)
+        prepared = Run.resolve(run).prepared(data).resolve()
     except (FileNotFoundError, ValueError) as exc:
         raise SearchError(str(exc)) from exc
-    prepared = found.prepared
     out = Path(out) if out is not None else default_out
     try:
         model = load_embedder(checkpoint)

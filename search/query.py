@@ -112,8 +112,8 @@ class SearchEngine:
         ``RUN/index``). The index must have been built with this very checkpoint (SHA-256 in
         meta.json), else :class:`SearchError`."""
         from recipekit.embedders import load_embedder
-        from recipekit.evaluation.embed import resolve_device
-        from recipekit.evaluation.protocol import file_sha256
+        from recipekit.core.device import resolve_device
+        from recipekit.core.io import file_sha256
 
         _faiss()
         checkpoint, default_index = resolve_run(run)

@@ -154,23 +154,25 @@ def plot_tsne(
     ``RUN/eval/{split}/tsne.png``). ``classes``: how many of the largest classes (by pairs in
     the split; background excluded); ``per_class``: at most that many pairs of each; ``seed``:
     the draw of pairs and t-SNE's random state."""
+    from recipekit.core.device import resolve_device
+    from recipekit.core.layout import Prepared, Run
     from recipekit.embedders import load_embedder
-    from recipekit.evaluation import embed_split, resolve_target
-    from recipekit.evaluation.embed import resolve_device, split_folder
+    from recipekit.evaluation import embed_split
 
-    found = resolve_target(run, data, split=split)
-    folder = split_folder(found.prepared, split)  # clear errors before the model is loaded
-    labels, names = read_class_labels(found.prepared)
+    found = Run.resolve(run)
+    prepared = found.prepared(data).resolve()
+    folder = Prepared(prepared).shards(split)  # clear errors before the model is loaded
+    labels, names = read_class_labels(prepared)
     try:
         model = load_embedder(found.checkpoint)
     except Exception as exc:
         raise ValueError(f"{found.checkpoint}: not a readable recipekit embedder file ({exc})") from exc
-    emb = embed_split(model, found.prepared, split, batch_size=batch_size, num_workers=num_workers,
+    emb = embed_split(model, prepared, split, batch_size=batch_size, num_workers=num_workers,
                       device=resolve_device(device), seed=seed)
     sel = select_pairs(emb.ids, labels, names, classes=classes, per_class=per_class, seed=seed, where=str(folder))
     img_xy, rec_xy = tsne_points(emb.image[sel.rows], emb.recipe[sel.rows], seed=seed)
-    out = Path(out) if out is not None else (found.default_out or Path(".")) / "tsne.png"
-    label = found.run.name if found.run else found.checkpoint.name
+    out = Path(out) if out is not None else found.eval_dir(split) / "tsne.png"
+    label = found.run.path.resolve().name if found.run else found.checkpoint.name
     title = (f"t-SNE of image and recipe embeddings: {label}, split {split!r}\n"
              f"{len(sel.rows)} pairs of the {len(sel.names)} largest classes")
     return _draw(img_xy, rec_xy, sel, out, title)

@@ -3,6 +3,7 @@ batches (plain and class-aware), determinism; and the real `shard` stage when pr
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -19,7 +20,9 @@ pytest.importorskip("torchvision")
 
 from PIL import Image
 from recipekit.embedders.text import collate_recipes
+from recipekit.core import Prepared
 from recipekit.loaders import (
+    LoaderSpec,
     class_aware_batches,
     make_loader,
     normalisation_for,
@@ -98,6 +101,29 @@ def test_resolve_shards_folder_pattern_and_sizes(shards):
     assert len(spec.urls) == 8 and spec.total == 48
     pattern = resolve_shards(str(folder / "train-{000000..000003}.tar"))
     assert [Path(u).name for u in pattern.urls] == [f"train-{i:06d}.tar" for i in range(4)] and pattern.total == 24
+
+
+def test_prepared_and_split_or_shards_with_a_spec_or_keywords(shards, vocab):
+    folder, _ = shards
+    spec = LoaderSpec(vocab=vocab, train=True, batch_size=4, image_size=16, seed=5)
+    by_spec, info = make_loader(Prepared(folder.parent.parent), spec, split="train")
+    by_path, _ = make_loader(folder.parent.parent, spec, split="train")  # the prepared folder's path
+    by_keywords, old_info = make_loader(folder, vocab=vocab, train=True, batch_size=4, image_size=16, seed=5)
+    assert dataclasses.replace(info, epoch=old_info.epoch) == old_info  # each loader has its own epoch counter
+    assert info.tokens == "json"  # no recipes.lmdb in this prepared folder
+    runs = [[(b["ids"], b["recipes"]["title"]) for b in loader] for loader in (by_spec, by_path, by_keywords)]
+    assert runs[0] and all(len(ids) == 4 for ids, _ in runs[0])
+    for other in runs[1:]:
+        assert [ids for ids, _ in other] == [ids for ids, _ in runs[0]]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(other, runs[0]))
+    _, info = make_loader(folder, spec, batch_size=6)  # keywords change the spec given
+    assert info.batch_size == 6 and spec.batch_size == 4
+    with pytest.raises(TypeError, match="unknown loader setting.*batchsize"):
+        make_loader(folder, spec, batchsize=6)
+    with pytest.raises(ValueError, match="needs a split"):
+        make_loader(Prepared(folder.parent.parent), spec)
+    with pytest.raises(FileNotFoundError, match=r"shards/val: no shards of split 'val' \(splits there: train\)"):
+        make_loader(Prepared(folder.parent.parent), spec, split="val")
 
 
 def test_eval_takes_first_image_and_gives_padded_batches(shards, vocab):
@@ -306,6 +332,8 @@ def test_real_shard_stage_when_present(demo_corpus, tmp_path):
     assert len(ids) == len(set(ids)) == info.num_samples > 0 and len(info.shards) >= 2
     assert all(b["images"].shape[1:] == (3, 64, 64) for b in batches)
     assert info.tokens.startswith("store")  # OUT/recipes.lmdb beside the shards, same vocabulary
+    _, by_split = make_loader(Prepared(out), LoaderSpec(vocab=vocab, train=False, batch_size=16), split="train")
+    assert by_split.tokens == f"store {Prepared(out).store}" and by_split.shards == info.shards
     json_loader, json_info = make_loader(folder, vocab=vocab, train=False, batch_size=16, image_size=64, store=None)
     assert json_info.tokens == "json"
     for a, b in zip(batches, json_loader):

@@ -313,7 +313,7 @@ class Adversary:
             return None
         from torchvision.utils import save_image
 
-        from recipekit.pipeline.stagekit import atomic_path
+        from recipekit.core.io import atomic_path
 
         model = self.model
         was = model.training

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from recipekit.pipeline.stagekit import atomic_path
+from recipekit.core.io import atomic_path
 
 __all__ = ["FORMAT", "RESUMABLE_CHANGES", "TrainingState", "atomic_save", "capture_rng", "restore_rng",
            "generator_states", "load_checkpoint", "save_training_state", "restore_training_state",
@@ -36,7 +36,7 @@ RESUMABLE_CHANGES = ("train.epochs", "train.val_every", "ddp.timeout_minutes", "
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` under a temporary name, then renamed over ``path`` (stagekit.atomic_path)."""
+    """``torch.save`` under a temporary name, then renamed over ``path`` (core.io.atomic_path)."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

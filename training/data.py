@@ -18,6 +18,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from recipekit.core.layout import Prepared
+from recipekit.core.limits import TextLimits
+
 from .config import ConfigError, TrainConfig
 
 __all__ = ["batch_arithmetic", "check_split", "describe_batch", "model_limits", "paired_loader", "shard_location", "recipe_only_batches", "plan_epoch", "store_compatible", "store_mismatch",
@@ -25,8 +28,7 @@ __all__ = ["batch_arithmetic", "check_split", "describe_batch", "model_limits", 
 
 
 def model_limits(model) -> tuple[int, int, int]:
-    r = model.config["recipe"]
-    return int(r.get("max_ingredients", 20)), int(r.get("max_instructions", 20)), int(r.get("max_tokens", 15))
+    return TextLimits.of_model(model).astuple()
 
 
 def store_mismatch(prepared: Path, model) -> str | None:
@@ -34,7 +36,7 @@ def store_mismatch(prepared: Path, model) -> str | None:
     limits: the loaders' own check, :func:`recipekit.loaders.wds.checked_store`); else why not."""
     from recipekit.loaders.wds import checked_store
 
-    path = Path(prepared) / "recipes.lmdb"
+    path = Prepared(prepared).store
     if not (path / "data.mdb").exists():
         return f"{path} does not exist (prepare's store stage writes it)"
     try:
@@ -51,7 +53,7 @@ def store_compatible(prepared: Path, model) -> bool:
 
 def num_classes(prepared: Path) -> int:
     """Classes in ``classes.json``, background (0) included."""
-    path = Path(prepared) / "classes.json"
+    path = Prepared(prepared).classes
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing (run `recipekit prepare`; loss num_classes = \"auto\" needs it)")
     return len(json.loads(path.read_text(encoding="utf-8")))
@@ -76,9 +78,7 @@ def check_split(cfg: TrainConfig, split: str) -> None:
     """Fail early (an error naming the folder or URL) when the ``split`` shards cannot be found."""
     location = shard_location(cfg, split)
     if location is None:
-        from recipekit.evaluation.embed import split_folder
-
-        split_folder(cfg.data.prepared, split)
+        Prepared(cfg.data.prepared).shards(split)
     else:
         from recipekit.loaders import resolve_shards
 
@@ -86,26 +86,26 @@ def check_split(cfg: TrainConfig, split: str) -> None:
 
 
 def paired_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, on_gpu: bool):
-    from recipekit.evaluation.embed import split_folder
-    from recipekit.loaders import make_loader
+    from recipekit.loaders import LoaderSpec, make_loader
 
     d = cfg.data
-    location = shard_location(cfg, "train")
-    if location is None:
-        source, store = split_folder(d.prepared, "train"), "auto"
-    else:  # shards elsewhere; the token store stays in PREPARED (used when it matches the model)
-        store_path = Path(d.prepared) / "recipes.lmdb"
-        source, store = location, store_path if store_compatible(Path(d.prepared), model) else None
-    loader, info = make_loader(
-        source, vocab=model.vocab,  # the model's own (minilm: WordPiece)
+    spec = LoaderSpec(
+        vocab=model.vocab,  # the model's own (minilm: WordPiece)
         train=True, batch_size=d.batch_size, num_workers=d.num_workers,
         epoch_length=d.epoch_length or None, seed=cfg.train.seed, rank=rank, world_size=world_size,
         class_aware=d.class_aware, image_size=int(model.image_tower.image_size), decoder=d.decoder,
         embedder=model, normalize=not on_gpu, shuffle_size=d.shuffle_size, limits=model_limits(model),
-        pin_memory=on_gpu, persistent_workers=d.num_workers > 0, store=store,
+        pin_memory=on_gpu, persistent_workers=d.num_workers > 0,
     )
+    location = shard_location(cfg, "train")
+    prepared = Prepared(d.prepared)
+    if location is None:  # PREPARED/shards/train, and its store when it matches the model
+        loader, info = make_loader(prepared, spec, split="train")
+    else:  # shards elsewhere; the token store stays in PREPARED (used when it matches the model)
+        store = prepared.store if store_compatible(prepared.path, model) else None
+        loader, info = make_loader(location, spec.replace(store=store))
     if info.batches_per_epoch is None:
-        raise ConfigError(f"data.epoch_length: the sample counts of the train shards {location or source} are "
+        raise ConfigError(f"data.epoch_length: the sample counts of the train shards {location or prepared.shard_dir('train')} are "
                           "unknown (no sizes.json beside them, e.g. pipe: commands); set data.epoch_length")
     return loader, info
 
@@ -116,7 +116,7 @@ def _recipe_only_keys(cfg: TrainConfig, store) -> list[str]:
         return keys
     import polars as pl
 
-    images = Path(cfg.data.prepared) / "images.parquet"
+    images = Prepared(cfg.data.prepared).images
     if not images.exists():
         raise FileNotFoundError(f"{images}: missing; data.recipe_only_set = \"no_images\" needs it (or use \"all\")")
     with_photos = set(
@@ -140,7 +140,7 @@ def recipe_only_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, o
             f"vocabulary and limits {model_limits(model)} (max_ingredients, max_instructions, max_tokens); set them "
             "in [model.overrides] recipe = {...} or re-run prepare with --store-max-*"
         )
-    store = RecipeStore(prepared / "recipes.lmdb")
+    store = RecipeStore(Prepared(prepared).store)
     keys = _recipe_only_keys(cfg, store)
     size = cfg.data.recipe_only_batch_size or 2 * cfg.data.batch_size
     if len(keys) < size * world_size:

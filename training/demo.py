@@ -77,6 +77,7 @@ def run_full_demo(out: str | os.PathLike, *, recipes: int = 2000, seed: int = 0,
         text += ["", f"Training and evaluation need `pip install 'recipekit[{extras}]'`; stopped after prepare."]
         return FullDemoResult(out, data.prepared, None, None, None, seconds, "\n".join(text))
 
+    from recipekit.core.layout import Run
     from recipekit.evaluation import EvalProtocol, evaluate
     from recipekit.evaluation.report import render_table
 
@@ -86,7 +87,7 @@ def run_full_demo(out: str | os.PathLike, *, recipes: int = 2000, seed: int = 0,
     cfg_overrides = [f"data.prepared={json.dumps(str(data.prepared.absolute()))}",
                      f"log.progress={'false' if quiet else 'true'}", *(overrides or [])]
     t1 = time.perf_counter()
-    last = run_dir / "checkpoints" / "last.pt"
+    last = Run(run_dir).last
     result = train(config, run_dir, resume=last.exists(), device=device, overrides=cfg_overrides)
     seconds["train"] = time.perf_counter() - t1
     t2 = time.perf_counter()

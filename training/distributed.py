@@ -51,7 +51,7 @@ class DistInfo:
 def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.device:
     """``auto`` -> cuda when available, else cpu (the evaluation's rule); a bare ``cuda`` becomes
     this process's GPU (``local_rank``), which is made the current device."""
-    from recipekit.evaluation.embed import resolve_device as resolve
+    from recipekit.core.device import resolve_device as resolve
 
     dev = resolve(str(device))
     if dev.type == "cuda":

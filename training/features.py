@@ -33,7 +33,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from recipekit.pipeline.stagekit import atomic_path
+from recipekit.core.io import atomic_path
+from recipekit.core.layout import Prepared
 
 __all__ = ["FeatureSet", "TokenSource", "CachedPairLoader", "load_or_extract", "features_digest"]
 
@@ -129,11 +130,10 @@ def load_or_extract(model, prepared: Path, split: str, cache_dir: Path, *, decod
                     batch_size: int = 64, device=None, progress: bool = False, write: bool = True) -> FeatureSet:
     """The :class:`FeatureSet` of ``PREPARED/shards/{split}``: read from the cache, or computed
     and (``write``) cached. With DDP, rank 0 writes and the others read after a barrier."""
-    from recipekit.evaluation.embed import split_folder
     from recipekit.loaders import resolve_shards
     from recipekit.loaders.images import ImageDecoder
 
-    urls = list(resolve_shards(split_folder(prepared, split)).urls)
+    urls = list(resolve_shards(Prepared(prepared).shards(split)).urls)
     decoder_name = ImageDecoder(decoder, train=False).decoder
     digest = features_digest(model, urls, decoder_name)
     npy, meta = cache_paths(Path(cache_dir), split, digest)
@@ -165,15 +165,14 @@ class TokenSource:
         if store_compatible(prepared, model):
             from recipekit.pipeline.store import RecipeStore
 
-            self.store = RecipeStore(Path(prepared) / "recipes.lmdb")
+            self.store = RecipeStore(Prepared(prepared).store)
             return
-        from recipekit.evaluation.embed import split_folder
         from recipekit.loaders import resolve_shards
         from recipekit.pipeline.vocab import tokenise_sample
 
         limits = model_limits(model)
         for split in splits:
-            urls = list(resolve_shards(split_folder(prepared, split)).urls)
+            urls = list(resolve_shards(Prepared(prepared).shards(split)).urls)
             for sample in _samples(urls):
                 self.cache[sample["__key__"]] = tokenise_sample(json.loads(sample["json"]), model.vocab, *limits)
 

@@ -12,7 +12,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
-from recipekit.pipeline.stagekit import atomic_path
+from recipekit.core.io import atomic_path
+from recipekit.core.layout import Run
 
 __all__ = ["RunLogger", "read_metrics", "plot_curves", "write_json", "write_environment"]
 
@@ -41,7 +42,7 @@ def write_environment(run_dir: Path, *, device, world_size: int, backend, amp: s
     import torch
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    write_json(Path(run_dir) / "environment.json", {
+    write_json(Run(run_dir).environment, {
         "python": platform.python_version(), "torch": torch.__version__, "device": str(device), "device_name": name,
         "cpu_threads": torch.get_num_threads(), "world_size": world_size, "backend": backend, "amp": amp,
         "channels_last": channels_last, "cache_features": cache_features, "steps_per_epoch": steps_per_epoch,
@@ -87,7 +88,7 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.curves = curves and enabled
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.metrics_path = Run(self.run_dir).metrics
         self.history: list[dict[str, Any]] = []
         self.writer = None
         if not enabled:
@@ -100,7 +101,7 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             kwargs = {"purge_step": resume_step} if resume_step else {}
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), **kwargs)
+            self.writer = SummaryWriter(str(Run(self.run_dir).tensorboard), **kwargs)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
@@ -128,7 +129,7 @@ class RunLogger:
         if self.writer is not None:
             self.writer.flush()
         if self.curves:
-            plot_curves(self.history, self.run_dir / "curves.png")
+            plot_curves(self.history, Run(self.run_dir).curves)
 
     def close(self) -> None:
         if self.writer is not None:

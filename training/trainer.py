@@ -24,7 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from recipekit.pipeline.stagekit import atomic_path
+from recipekit.core.io import atomic_path
+from recipekit.core.layout import Run
 
 from . import build, checkpoint, data
 from .config import ConfigError, TrainConfig, load_config
@@ -48,8 +49,8 @@ class TrainResult:
 class _Run:
     def __init__(self, cfg: TrainConfig, run_dir: Path, info: DistInfo, resume: bool):
         self.cfg, self.run_dir, self.info, self.resume = cfg, run_dir, info, resume
-        self.last_path = run_dir / "checkpoints" / "last.pt"
-        self.best_path = run_dir / "best.pt"
+        self.last_path = Run(run_dir).last
+        self.best_path = Run(run_dir).best
         self.dev = info.device
         self.on_gpu = self.dev.type == "cuda"
         self.cached = cfg.train.cache_features
@@ -89,9 +90,9 @@ class _Run:
         self.partners = build_partner_source(cfg, self.model, info.rank, self.loader)  # loss.partners = "dataset"
         if info.is_main:  # the model and the data are there: the run folder starts
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if cfg.source and not (self.resume and (self.run_dir / "config.toml").exists()):
-                shutil.copyfile(cfg.source, self.run_dir / "config.toml")
-            write_json(self.run_dir / "config.resolved.json", cfg.to_dict())
+            if cfg.source and not (self.resume and Run(self.run_dir).config.exists()):
+                shutil.copyfile(cfg.source, Run(self.run_dir).config)
+            write_json(Run(self.run_dir).resolved_config, cfg.to_dict())
         self.step = build.TrainStep(self.model, self.loss, self.recipe_loss, cfg, info, self.amp)
         self.grad_cache = None
         if cfg.train.grad_cache_chunk:  # the gradient cache (training/gradcache.py)
@@ -143,7 +144,7 @@ class _Run:
         if self.cached:
             from .features import CachedPairLoader, TokenSource, load_or_extract
 
-            cache_dir = Path(cfg.data.feature_cache) if cfg.data.feature_cache else self.run_dir / "features"
+            cache_dir = Path(cfg.data.feature_cache) if cfg.data.feature_cache else Run(self.run_dir).features
             kw = dict(decoder=cfg.data.decoder, batch_size=cfg.data.val_batch_size or cfg.data.batch_size,
                       device=self.dev, progress=cfg.log.progress and info.is_main)
             sets = {}
@@ -373,7 +374,7 @@ class _Run:
             self.model.save(tmp)
         self.best = {"epoch": epoch + 1, "val": metrics}
         note = None if metrics else "no validation (train.val_every = 0): the latest epoch's model"
-        write_json(self.run_dir / "best.json", {**self.best, "select": self.cfg.train.select, "note": note,
+        write_json(Run(self.run_dir).best_json, {**self.best, "select": self.cfg.train.select, "note": note,
                                                 "split": "val"})
 
     def _checkpoint(self, epoch: int) -> None:
@@ -449,16 +450,16 @@ def train(config: str | os.PathLike | Mapping[str, Any] | TrainConfig, run_dir: 
     if run_dir is None:
         run_dir = Path("runs") / (Path(cfg.source).stem if cfg.source else "run")
     run_dir = Path(run_dir).absolute()
-    last = run_dir / "checkpoints" / "last.pt"
+    last = Run(run_dir).last
     if resume and not last.exists():
         raise FileNotFoundError(f"{last}: nothing to resume (train without --resume to start the run)")
     if not resume and last.exists():
         raise FileExistsError(f"{run_dir} already holds a run (checkpoints/last.pt): resume it with --resume "
                               "or choose another --out")
     if resume:  # what a killed writer left (NAME.tmp-PID of a dead PID); a live process's stay
-        from recipekit.pipeline.stagekit import remove_dead_tmp
+        from recipekit.core.io import remove_dead_tmp
 
-        for folder in (run_dir, run_dir / "checkpoints", run_dir / "features"):
+        for folder in (run_dir, Run(run_dir).checkpoints, Run(run_dir).features):
             remove_dead_tmp(folder)
     info = setup(device, rank=rank, world_size=world_size, init_method=init_method, backend=cfg.ddp.backend,
                  timeout_minutes=cfg.ddp.timeout_minutes)
