@@ -10,7 +10,7 @@ import click
 from recipekit.pipeline.backends import BACKENDS, BackendError, TaskError
 from recipekit.pipeline.ingredient_names import EXTRACTORS
 from recipekit.pipeline.prepare import STAGES, PrepareConfig, default_workers, prepare, summary_table
-from recipekit.pipeline.shard import ShardParams
+from recipekit.pipeline.shard import LAYOUTS, ShardParams
 from recipekit.pipeline.word2vec import PRESETS, Word2VecParams
 
 _W2V = Word2VecParams()
@@ -82,6 +82,9 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
               help="shard: photos with more pixels are quarantined as decompression bombs.")
 @click.option("--shard-allow-external-links", is_flag=True, default=False,
               help="shard: read photos through symlinks that lead out of SRC/images (refused by default).")
+@click.option("--shard-layout", type=click.Choice(LAYOUTS), default=_SHARD.layout, show_default=True,
+              help="shard: one sample per recipe ({id}.k.jpg), or one per photo ({id}_{k}.jpg/.json/.cls, "
+                   "the layout open_clip, HF datasets and wids read).")
 @click.option("--split", "split", type=click.Choice(["recipe1m", "random"]), default="recipe1m", show_default=True,
               help="parse: keep the corpus's train/val/test partitions, or re-split its image-recipe pairs at random "
                    "(seeded; recorded in manifests/parse.json).")
@@ -92,7 +95,7 @@ def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, i
                 w2v_window, w2v_min_count, w2v_epochs, w2v_preset, w2v_seed, class_top_bigrams, class_max, class_min_train, no_food101,
                 store_max_ingredients, store_max_instructions, store_max_tokens, shard_image_size,
                 shard_quality, shard_max_images, shard_max_count, shard_max_bytes, shard_seed, shard_pixel_limit,
-                shard_allow_external_links, split, split_seed, split_ratios):
+                shard_allow_external_links, shard_layout, split, split_seed, split_ratios):
     """Prepare a Recipe1M-style corpus in SRC (layer1.json, layer2.json, [det_ingrs.json], images/) into OUT."""
     config = PrepareConfig(
         ingredient_extractor=ingredient_extractor,
@@ -110,7 +113,7 @@ def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, i
         shard=ShardParams(
             image_size=shard_image_size, quality=shard_quality, max_images=shard_max_images,
             max_count=shard_max_count, max_bytes=shard_max_bytes, seed=shard_seed, pixel_limit=shard_pixel_limit,
-            allow_external_links=shard_allow_external_links,
+            allow_external_links=shard_allow_external_links, layout=shard_layout,
         ),
         split=split,
         split_seed=split_seed,

@@ -65,7 +65,7 @@ class PrepareConfig:
                 "food101": self.class_food101,
             }
         if stage == "shard":
-            return asdict(self.shard)
+            return _shard.stage_params(self.shard)
         if stage == "store":
             return {
                 "max_ingredients": self.store_max_ingredients,
