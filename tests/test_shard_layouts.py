@@ -96,6 +96,23 @@ def test_per_image_samples_hold_the_per_recipe_photos(layouts):
     assert all(ks == list(range(len(json.loads(expected[r]["json"])["images"]))) for r, ks in seen.items())
 
 
+def test_cli_option_writes_the_per_image_layout(prepared_demo, tmp_path):
+    from click.testing import CliRunner
+    from recipekit.cli.main import main
+
+    out = tmp_path / "out"
+    shutil.copytree(prepared_demo, out)
+    args = ["prepare", str(prepared_demo.parent / "src"), str(out), "--stages", "shard", "--quiet",
+            "--shard-image-size", "64", "--shard-max-count", "64"]
+    skipped = CliRunner().invoke(main, args)  # the default layout: the fixture's shards are up to date
+    assert skipped.exit_code == 0 and "skipped" in skipped.output, skipped.output
+    result = CliRunner().invoke(main, [*args, "--shard-layout", "per-image"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "shards" / "index.json").read_text())["train"]["layout"] == "per-image"
+    bad = CliRunner().invoke(main, [*args, "--shard-layout", "per-photo"])
+    assert bad.exit_code == 2 and "per-photo" in bad.output
+
+
 def test_stock_webdataset_reads_per_image_shards(layouts):
     wds = pytest.importorskip("webdataset")
     out = layouts["per-image"]
