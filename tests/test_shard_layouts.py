@@ -212,3 +212,32 @@ def test_eval_plot_reads_both_layouts(layouts):
     assert set(a) == set(b) and {(r, "0.jpg") for r in rids} <= set(a)
     assert all(a[k] == b[k] for k in a if k[1] != "json")
     assert all(json.loads(a[k])["title"] == json.loads(b[k])["title"] for k in a if k[1] == "json")
+
+
+def test_every_parquet_file_uses_one_string_type(prepared_demo, trained_demo_run, tmp_path):
+    """recipes, images, det_ingrs, ingredients, ingredient_vocab, quarantine, classes and the
+    search index tables: every string is large_string, every list a large_list."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pytest.importorskip("faiss")
+    from recipekit.search import build_index
+
+    index_dir = build_index(trained_demo_run, out=tmp_path / "index")
+    files = sorted(prepared_demo.rglob("*.parquet")) + sorted(Path(index_dir).rglob("*.parquet"))
+    names = {p.name for p in files}
+    assert {"recipes.parquet", "images.parquet", "det_ingrs.parquet", "ingredients.parquet", "quarantine.parquet",
+            "recipe_classes.parquet"} <= names and len(files) >= 9
+
+    def kinds(t) -> set[str]:
+        if pa.types.is_string(t) or pa.types.is_list(t):
+            return {"small"}
+        if pa.types.is_large_string(t):
+            return {"large"}
+        if pa.types.is_large_list(t):
+            return {"large"} | kinds(t.value_type)
+        return set()
+
+    found = {(p.name, f.name): kinds(f.type) for p in files for f in pq.read_schema(p)}
+    assert {k for k, v in found.items() if "small" in v} == set()
+    assert sum("large" in v for v in found.values()) >= 20
