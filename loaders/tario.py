@@ -105,8 +105,8 @@ def photo_key(sample: dict[str, Any]) -> tuple[str, int]:
     key = sample["__key__"]
     recipe, sep, k = key.rpartition("_")
     if not sep or not recipe or not k.isdigit():
-        raise ValueError(f"{sample.get('__url__')}: per-image sample {key!r} is not keyed {{recipe id}}_{{photo index}} "
-                         "(see the shard layouts in docs/artefacts.md)")
+        raise ValueError(f"{sample.get('__url__')}: per-image sample {key!r} is not keyed "
+                         "{recipe id}_{photo index} (see the shard layouts in docs/artefacts.md)")
     return recipe, int(k)
 
 

@@ -44,7 +44,8 @@ from .imageio import PIXEL_LIMIT, convert_image
 from .shardlayout import LAYOUTS, write_sample
 from .stagekit import Stage, StageContext, atomic_path, package_version, remove_stale_tmp, run_stage, write_json_atomic
 
-__all__ = ["STAGE", "LAYOUTS", "ShardParams", "shard", "stage_params", "estimate_image_bytes", "shard_order", "cut_shards", "SHARDS_DIR"]
+__all__ = ["STAGE", "LAYOUTS", "ShardParams", "shard", "stage_params", "estimate_image_bytes", "shard_order",
+           "cut_shards", "SHARDS_DIR"]
 
 SHARDS_DIR = "shards"
 MAX_BYTES = 1_000_000_000
@@ -225,7 +226,8 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
             sha.update(block)
     stats = {
         "shard": f"{task['name']}.tar", "partition": task["partition"], "samples": n_samples, "recipes": n_recipes,
-        "images": n_images, "bytes": os.path.getsize(task["tar"]), "sha256": sha.hexdigest(), "recipes_dropped": dropped,
+        "images": n_images, "bytes": os.path.getsize(task["tar"]), "sha256": sha.hexdigest(),
+        "recipes_dropped": dropped,
         "images_skipped": len(quarantine) - dropped, "images_unused": unused, "images_below_size": below,
         "conversions": dict(sorted(kinds.items())), "quarantine": quarantine,
         "wall_s": round(time.perf_counter() - t0, 3), "params_digest": task["digest"], "params": task["params"],
@@ -290,7 +292,9 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         pdir = root / partition
         pdir.mkdir(exist_ok=True)
         remove_stale_tmp(pdir)
-        keep = {"sizes.json", *(["recipes.json"] if params.layout == "per-image" else [])} | {f"{n}.tar" for n, _ in shards} | {f"{n}_stats.json" for n, _ in shards}
+        keep = {"sizes.json"} | {f"{n}.tar" for n, _ in shards} | {f"{n}_stats.json" for n, _ in shards}
+        if params.layout == "per-image":
+            keep.add("recipes.json")
         for entry in pdir.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()

@@ -191,8 +191,10 @@ def test_features_and_search_read_both_layouts(layouts):
 def test_grouping_names_a_badly_keyed_sample():
     from recipekit.loaders.batching import group_photos
 
-    good = [{"__key__": "r1_0", "__url__": "u", "jpg": b"a", "json": b"{}"}, {"__key__": "r1_1", "__url__": "u", "jpg": b"b"},
-            {"__key__": "r2", "__url__": "u", "0.jpg": b"c", "json": b"{}"}, {"__key__": "r3_0", "__url__": "u", "jpg": b"d"}]
+    good = [{"__key__": "r1_0", "__url__": "u", "jpg": b"a", "json": b"{}"},
+            {"__key__": "r1_1", "__url__": "u", "jpg": b"b"},
+            {"__key__": "r2", "__url__": "u", "0.jpg": b"c", "json": b"{}"},  # per-recipe: as it is
+            {"__key__": "r3_0", "__url__": "u", "jpg": b"d"}]
     out = list(group_photos()(iter(good)))
     assert [(s["__key__"], sorted(k for k in s if k.endswith("jpg"))) for s in out] == [
         ("r1", ["0.jpg", "1.jpg"]), ("r2", ["0.jpg"]), ("r3", ["0.jpg"])]
