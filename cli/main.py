@@ -12,7 +12,7 @@ from recipekit.pipeline.backends import BACKENDS, BackendError, TaskError
 from recipekit.pipeline.ingredient_names import EXTRACTORS
 from recipekit.pipeline.classes import ClassesParams
 from recipekit.pipeline.prepare import STAGES, PrepareConfig, default_workers, prepare, setting_keys, summary_table
-from recipekit.pipeline.shard import ShardParams
+from recipekit.pipeline.shard import LAYOUTS, ShardParams
 from recipekit.pipeline.store import StoreParams
 from recipekit.pipeline.word2vec import PRESETS, Word2VecParams
 
@@ -29,6 +29,7 @@ _SHORT_FORMS = {
     "shard_image_size": "shard.image_size", "shard_quality": "shard.quality", "shard_max_images": "shard.max_images",
     "shard_max_count": "shard.max_count", "shard_max_bytes": "shard.max_bytes", "shard_seed": "shard.seed",
     "shard_pixel_limit": "shard.pixel_limit", "shard_allow_external_links": "shard.allow_external_links",
+    "shard_layout": "shard.layout",
     "split": "parse.split", "split_seed": "parse.split_seed", "split_ratios": "parse.split_ratios",
 }
 
@@ -113,6 +114,9 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
 @click.option("--shard-allow-external-links", is_flag=True,
               help="shard: read photos through symlinks that lead out of SRC/images, refused by default "
                    "(= --set shard.allow_external_links=true).")
+@click.option("--shard-layout", type=click.Choice(LAYOUTS), default=_SHARD.layout, show_default=True,
+              help="shard: one sample per recipe ({id}.k.jpg), or one per photo ({id}_{k}.jpg/.json/.cls, "
+                   "the layout open_clip, HF datasets and wids read) (= --set shard.layout=per-image).")
 @click.option("--split", "split", type=click.Choice(["recipe1m", "random"]), default="recipe1m", show_default=True,
               help="parse: keep the corpus's train/val/test partitions, or re-split its image-recipe pairs at random "
                    "(seeded; recorded in manifests/parse.json) (= --set parse.split=NAME).")

@@ -29,12 +29,19 @@ GOOD, OTHER = "#1a9850", "#bbbbbb"
 
 def read_members(folder: Path, wanted: dict[str, set[str]]) -> dict[tuple[str, str], bytes]:
     """``{(recipe id, member): bytes}`` for the wanted members (``"json"``, ``"0.jpg"``...) of
-    the shards in ``folder``: a scan of the tar headers, reading only what is asked for."""
+    the shards in ``folder``: a scan of the tar headers, reading only what is asked for. In the
+    per-image layout ``{id}_{k}.jpg`` is member ``{k}.jpg`` and ``{id}_0.json`` the ``json``."""
     got: dict[tuple[str, str], bytes] = {}
+    index = Path(folder).parent / "index.json"  # the layout of PREPARED/shards/{split}
+    entry = json.loads(index.read_text(encoding="utf-8")).get(Path(folder).name, {}) if index.is_file() else {}
+    per_image = entry.get("layout") == "per-image"
     for shard in sorted(Path(folder).glob("*.tar")):
         with tarfile.open(shard, mode="r:") as tar:
             for member in tar:
                 key, _, ext = member.name.partition(".")
+                if per_image:  # {id}_{k}.jpg is the recipe's {k}.jpg, {id}_0.json its json
+                    rid, _, k = key.rpartition("_")
+                    key, ext = rid, (f"{k}.jpg" if ext == "jpg" else "json" if ext == "json" and k == "0" else "")
                 if ext in wanted.get(key, ()):
                     got[(key, ext)] = tar.extractfile(member).read()
     return got

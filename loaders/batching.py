@@ -28,14 +28,45 @@ from recipekit.pipeline.vocab import tokenise_sample
 from .buffers import SLOT_KEY, BatchBuffers, shared_empty
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImageDecoder
 from .shards import SharedEpoch, stage_rng
+from .tario import photo_key
 
-__all__ = ["as_torch", "batches", "class_aware_batches", "decode_batch", "empty_batch", "image_keys", "pick_image"]
+__all__ = ["as_torch", "batches", "class_aware_batches", "decode_batch", "empty_batch", "group_photos", "image_keys",
+           "pick_image"]
 
 
 def image_keys(sample: dict[str, Any]) -> list[str]:
     """The photo members of a raw sample (``0.jpg``, ``1.jpg``, ...), in index order."""
     keys = [k for k in sample if k.endswith(".jpg") and k[:-4].isdigit()]
     return sorted(keys, key=lambda k: int(k[:-4]))
+
+
+class group_photos:
+    """Stage: the per-image layout back to per-recipe samples. A run of samples ``{id}_{k}`` with
+    a ``jpg`` (one photo each, consecutive in their shard) becomes ``{"__key__": id, "json",
+    "cls", "0.jpg", "1.jpg", ...}`` (the first photo's JSON and class; ``k`` kept as the photo
+    index); samples of the per-recipe layout pass through unchanged, so either layout reads
+    the same way downstream."""
+
+    def __call__(self, src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        group: dict[str, Any] | None = None
+        for sample in src:
+            if "jpg" not in sample:
+                if group is not None:
+                    yield group
+                    group = None
+                yield sample
+                continue
+            recipe, k = photo_key(sample)
+            if group is None or group["__key__"] != recipe or group["__url__"] != sample.get("__url__"):
+                if group is not None:
+                    yield group
+                group = {"__key__": recipe, "__url__": sample.get("__url__")}
+                for ext in ("json", "cls"):
+                    if ext in sample:
+                        group[ext] = sample[ext]
+            group[f"{k}.jpg"] = sample["jpg"]
+        if group is not None:
+            yield group
 
 
 def keyed_index(seed: int, key: str, n: int) -> int:

@@ -74,7 +74,9 @@ def resolve_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> S
     Each may be a local path, a ``file://`` URL, a ``pipe:`` command or any URL fsspec reads
     (``https://``, ``s3://``...; a remote folder is read through its ``sizes.json``:
     :mod:`recipekit.loaders.remote`). Sample counts come from the ``sizes.json`` beside the
-    shards when it lists every one (none for ``pipe:``); shards it counts as empty are left out."""
+    shards when it lists every one (none for ``pipe:``); shards it counts as empty are left out.
+    They count recipes, the loaders' samples: in the per-image layout (``recipes.json`` beside
+    ``sizes.json``, which counts photos there) they come from ``recipes.json``."""
     from .remote import is_remote, join_url, local_path, names_shards, read_json
 
     items = [shards] if isinstance(shards, (str, os.PathLike)) else list(shards)
@@ -104,7 +106,7 @@ def resolve_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> S
             break
         folder, _, name = url.rpartition("/") if is_remote(url) else (str(Path(url).parent), "", Path(url).name)
         if folder not in cache:
-            cache[folder] = read_json(join_url(folder, "sizes.json")) or {}
+            cache[folder] = _recipe_counts(folder, join_url)
         n = cache[folder].get(name)
         if n is None:
             sizes = None
@@ -116,6 +118,13 @@ def resolve_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> S
         if not urls:
             raise ValueError(f"the shards of {shards!r} hold no samples (sizes.json)")
     return ShardSpec(tuple(urls), tuple(sizes) if sizes is not None else None)
+
+
+def _recipe_counts(folder: str, join_url) -> dict[str, int]:
+    """Recipes per shard of a shard folder: ``recipes.json`` (per-image layout), else ``sizes.json``."""
+    from .remote import read_json
+
+    return read_json(join_url(folder, "recipes.json")) or read_json(join_url(folder, "sizes.json")) or {}
 
 
 def default_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:

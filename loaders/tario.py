@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from .remote import open_shard
 
-__all__ = ["iter_members", "split_key", "tar_samples"]
+__all__ = ["iter_members", "photo_key", "split_key", "tar_samples"]
 
 _BLOCK = 512
 _KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # key up to the first dot of the file name
@@ -98,6 +98,16 @@ def split_key(name: str) -> tuple[str, str] | tuple[None, None]:
     """``dir/abc.0.jpg`` -> (``dir/abc``, ``0.jpg``), as webdataset splits names."""
     m = _KEY_RE.match(name)
     return (m.group(1), m.group(2)) if m else (None, None)
+
+
+def photo_key(sample: dict[str, Any]) -> tuple[str, int]:
+    """(recipe key, photo index) of a per-image sample keyed ``{recipe}_{k}``."""
+    key = sample["__key__"]
+    recipe, sep, k = key.rpartition("_")
+    if not sep or not recipe or not k.isdigit():
+        raise ValueError(f"{sample.get('__url__')}: per-image sample {key!r} is not keyed "
+                         "{recipe id}_{photo index} (see the shard layouts in docs/artefacts.md)")
+    return recipe, int(k)
 
 
 class tar_samples:

@@ -6,6 +6,7 @@
     split_by_node    every world_size-th shard, from this rank
     split_by_worker  every num_workers-th of those, from this DataLoader worker
     tar_samples      tar members grouped by key into samples (webdataset's convention, faster parser)
+    group_photos     per-image layout ({id}_{k}.jpg): a recipe's photos back into one sample (per-recipe: as is)
     take             the fixed epoch length of one worker (epoch_length // (world_size * workers))
     pick_image       one photo per recipe: random (train) or the first (eval); ``image_pick`` overrides
     shuffle_buffer   seeded shuffle of the samples (train)
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from recipekit.core.layout import Prepared
 
-from .batching import as_torch, batches, class_aware_batches, decode_batch, pick_image
+from .batching import as_torch, batches, class_aware_batches, decode_batch, group_photos, pick_image
 from .buffers import SLOT_KEY, BatchBuffers
 from .images import ImageDecoder, normalisation_for
 from .shards import (
@@ -123,6 +124,7 @@ def pipeline_stages(
         split_by_node(rank, spec.world_size) if by_shard else None,
         split_by_worker if by_shard else None,
         tar_samples(spec.handler),
+        group_photos(),  # before any split of samples: a recipe's photos stay together
         split_by_node(rank, spec.world_size) if split_samples else None,
         split_by_worker if split_samples else None,
         take(samples_per_worker) if fixed else None,

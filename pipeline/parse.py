@@ -83,28 +83,31 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 def _not_text(value: str) -> bool:
     return not value.isascii() and _SURROGATE_RE.search(value) is not None
 
+# Every string column of every Parquet file of a prepared folder is large_string (and every
+# list a large_list): what polars writes for the other stages' tables, so the files agree
+# (a reader concatenating or casting them sees one type), with 64-bit offsets.
 RECIPES_SCHEMA = pa.schema(
     [
-        ("id", pa.string()),
-        ("partition", pa.string()),
-        ("title", pa.string()),
-        ("ingredients", pa.list_(pa.string())),
-        ("instructions", pa.list_(pa.string())),
-        ("url", pa.string()),
+        ("id", pa.large_string()),
+        ("partition", pa.large_string()),
+        ("title", pa.large_string()),
+        ("ingredients", pa.large_list(pa.large_string())),
+        ("instructions", pa.large_list(pa.large_string())),
+        ("url", pa.large_string()),
     ]
 )
 IMAGES_SCHEMA = pa.schema(
     [
-        ("image_id", pa.string()),
-        ("recipe_id", pa.string()),
-        ("partition", pa.string()),
+        ("image_id", pa.large_string()),
+        ("recipe_id", pa.large_string()),
+        ("partition", pa.large_string()),
         ("position", pa.int16()),  # order of the image within its recipe (0 = first)
-        ("path", pa.string()),  # relative to SRC/images
+        ("path", pa.large_string()),  # relative to SRC/images
         ("present", pa.bool_()),
-        ("url", pa.string()),
+        ("url", pa.large_string()),
     ]
 )
-DET_SCHEMA = pa.schema([("id", pa.string()), ("ingredients", pa.list_(pa.string()))])
+DET_SCHEMA = pa.schema([("id", pa.large_string()), ("ingredients", pa.large_list(pa.large_string()))])
 
 
 def image_relpath(partition: str, image_id: str) -> str:

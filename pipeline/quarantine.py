@@ -22,11 +22,11 @@ QUARANTINE_FILE = "quarantine.parquet"
 
 QUARANTINE_SCHEMA = pa.schema(
     [
-        ("stage", pa.string()),  # which stage rejected it
-        ("source", pa.string()),  # file name the record came from (layer1.json, an image path...)
+        ("stage", pa.large_string()),  # which stage rejected it
+        ("source", pa.large_string()),  # file name the record came from (layer1.json, an image path...)
         ("offset", pa.int64()),  # byte offset of the record in `source`, when it has one
-        ("record_id", pa.string()),  # recipe or image id, when it has one
-        ("reason", pa.string()),  # human-readable reason
+        ("record_id", pa.large_string()),  # recipe or image id, when it has one
+        ("reason", pa.large_string()),  # human-readable reason
     ]
 )
 
@@ -44,7 +44,7 @@ def read_quarantine(out: str | Path) -> pa.Table:
     p = staged(Path(out) / QUARANTINE_FILE)  # this stage's own rows when it wrote them already
     if not p.exists():
         return QUARANTINE_SCHEMA.empty_table()
-    return pq.read_table(p)
+    return pq.read_table(p).cast(QUARANTINE_SCHEMA)  # files written before: string columns
 
 
 def replace_stage_rows(out: str | Path, stage: str, rows: list[Rejection]) -> int:

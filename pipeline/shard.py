@@ -1,10 +1,9 @@
 """Stage `shard`: recipes with photos to WebDataset tar shards, resumable shard by shard.
 
-One sample per recipe that has photos, keyed by the recipe id::
-
-    {id}.json   {"id", "title", "ingredients", "ingredient_lines", "instructions", "class_id", "images"}
-    {id}.cls    the class id, ASCII decimal
-    {id}.0.jpg  ... {id}.4.jpg: up to ``max_images`` photos, in images.parquet position order
+One sample per recipe that has photos (``layout="per-recipe"``, the default), or one per photo
+(``layout="per-image"``): the tar layouts are described in :mod:`.shardlayout`. With per-image,
+``sizes.json`` counts photos (the stock readers' samples) and ``recipes.json`` beside it counts
+recipes (the samples of recipekit's loaders, which group a recipe's photos back).
 
 Plan first, then encode. The recipes of each partition are put in a seeded order
 (a keyed hash of the id, so shards mix dishes) and cut into shards by ``max_count``
@@ -28,7 +27,6 @@ without one, becomes a row of ``quarantine.parquet``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -50,10 +48,12 @@ from .parse import PARTITIONS
 from .quarantine import Rejection, replace_stage_rows
 # cut_shards, estimate_image_bytes and shard_order are re-exported here: the planning helpers live in .shardplan
 from .shardplan import cut_shards, estimate_image_bytes, plan_shards, shard_order, shard_rows
+from .shardlayout import LAYOUTS, write_sample
 from .stagekit import Stage, StageContext, package_version, run_stage
 from .stageparams import StageParams
 
-__all__ = ["STAGE", "ShardParams", "shard", "estimate_image_bytes", "shard_order", "cut_shards", "SHARDS_DIR"]
+__all__ = ["STAGE", "LAYOUTS", "ShardParams", "shard", "stage_params", "estimate_image_bytes", "shard_order",
+           "cut_shards", "SHARDS_DIR"]
 
 SHARDS_DIR = "shards"
 MAX_BYTES = 1_000_000_000
@@ -75,6 +75,8 @@ class ShardParams(StageParams):
     pixel_limit: int = PIXEL_LIMIT  # a photo with more pixels is refused as a decompression bomb
     # A photo reached through a symlink that leaves SRC/images is quarantined unless this is true.
     allow_external_links: bool = False
+    # "per-recipe": one sample per recipe ({id}.k.jpg); "per-image": one per photo ({id}_{k}.jpg)
+    layout: str = "per-recipe"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "max_images", "max_count", "max_bytes", "pixel_limit"):
@@ -86,12 +88,26 @@ class ShardParams(StageParams):
             raise ValueError(f"shard parameter seed must be an integer, got {self.seed!r}")
         if not isinstance(self.allow_external_links, bool):
             raise ValueError(f"shard parameter allow_external_links must be true or false, got {self.allow_external_links!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"shard parameter layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+
+    def manifest(self) -> dict[str, Any]:
+        return stage_params(self)
+
+
+def stage_params(params: ShardParams) -> dict[str, Any]:
+    """The stage's parameters as recorded in its manifest: the default layout is left out, so
+    folders prepared before the layout existed stay up to date."""
+    d = asdict(params)
+    if d["layout"] == "per-recipe":
+        del d["layout"]
+    return d
 
 
 def _digest_params(params: ShardParams) -> dict[str, Any]:
     """The parameters a shard's digest covers; the default link policy is left out so that
     shards written before it existed (which it does not change) are reused."""
-    d = asdict(params)
+    d = stage_params(params)
     if not d["allow_external_links"]:
         del d["allow_external_links"]
     return d
@@ -141,16 +157,8 @@ def _task(index: int, name: str, partition: str, rows: list[dict], pdir: Path, i
         h.update(b"\n")
         samples.append((row["id"], int(row["class_id"]), prefix, photos))
     return {"index": index, "name": name, "partition": partition, "tar": str(pdir / f"{name}.tar"),
-            "stats": str(pdir / f"{name}_stats.json"), "images_dir": str(images_dir), "params": asdict(params),
+            "stats": str(pdir / f"{name}_stats.json"), "images_dir": str(images_dir), "params": stage_params(params),
             "digest": h.hexdigest(), "samples": samples}
-
-
-def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.type = len(data), 0, 0o644, tarfile.REGTYPE
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
 
 
 def write_shard(task: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +168,7 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
     images_dir = Path(task["images_dir"])
     kinds: Counter = Counter()
     quarantine: list[dict[str, str]] = []
-    n_samples = n_images = unused = below = dropped = 0
+    n_samples = n_recipes = n_images = unused = below = dropped = 0
     with atomic_path(task["tar"]) as tmp:
         with open(tmp, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for rid, class_id, prefix, photos in task["samples"]:
@@ -187,20 +195,17 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
                     quarantine.append({"source": rid, "record_id": rid,
                                        "reason": f"recipe dropped: none of its {len(photos)} photos could be read"})
                     continue
-                text = prefix + ',"images":' + json.dumps([iid for iid, _ in kept]) + "}"
-                _member(tar, f"{rid}.json", text.encode("utf-8"))
-                _member(tar, f"{rid}.cls", str(class_id).encode("ascii"))
-                for j, (_, data) in enumerate(kept):
-                    _member(tar, f"{rid}.{j}.jpg", data)
-                n_samples += 1
+                n_samples += write_sample(tar, p.layout, rid, class_id, prefix, task["partition"], kept)
+                n_recipes += 1
                 n_images += len(kept)
     sha = hashlib.sha256()
     with open(task["tar"], "rb") as fh:
         for block in iter(lambda: fh.read(4 << 20), b""):
             sha.update(block)
     stats = {
-        "shard": f"{task['name']}.tar", "partition": task["partition"], "samples": n_samples, "images": n_images,
-        "bytes": os.path.getsize(task["tar"]), "sha256": sha.hexdigest(), "recipes_dropped": dropped,
+        "shard": f"{task['name']}.tar", "partition": task["partition"], "samples": n_samples, "recipes": n_recipes,
+        "images": n_images, "bytes": os.path.getsize(task["tar"]), "sha256": sha.hexdigest(),
+        "recipes_dropped": dropped,
         "images_skipped": len(quarantine) - dropped, "images_unused": unused, "images_below_size": below,
         "conversions": dict(sorted(kinds.items())), "quarantine": quarantine,
         "wall_s": round(time.perf_counter() - t0, 3), "params_digest": task["digest"], "params": task["params"],
@@ -260,6 +265,8 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         pdir.mkdir(exist_ok=True)
         remove_stale_tmp(pdir)
         keep = {"sizes.json"} | {f"{n}.tar" for n, _ in shards} | {f"{n}_stats.json" for n, _ in shards}
+        if params.layout == "per-image":
+            keep.add("recipes.json")
         for entry in pdir.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -304,6 +311,10 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         write_json_atomic(root / partition / "sizes.json", sizes)
         index[partition] = {"shards": list(sizes), "samples": sum(sizes.values()),
                             "images": sum(s["images"] for s in stats)}
+        if params.layout == "per-image":  # the loaders' samples: recipes (absent: per-recipe, samples are recipes)
+            recipes = {s["shard"]: s.get("recipes", s["samples"]) for s in stats}
+            write_json_atomic(root / partition / "recipes.json", recipes)
+            index[partition].update(layout=params.layout, recipes=sum(recipes.values()))
         totals[f"samples_{partition}"] = index[partition]["samples"]
         for s in stats:
             for key in ("samples", "images", "bytes", "recipes_dropped", "images_skipped", "images_unused",

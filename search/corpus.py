@@ -67,7 +67,7 @@ def _members(path: Path):
 
 def image_table(prepared: Path) -> list[dict[str, Any]]:
     """One row per photo in ``PREPARED/shards``: ``recipe_id``, ``position`` (``k`` of
-    ``{id}.k.jpg``), ``image_id``, ``partition``, ``shard`` (relative to PREPARED), ``offset``
+    ``{id}.k.jpg``, or of ``{id}_{k}.jpg`` in the per-image layout), ``image_id``, ``partition``, ``shard`` (relative to PREPARED), ``offset``
     and ``size`` of the JPEG bytes in the tar; in shard order."""
     from recipekit.loaders.tario import split_key
 
@@ -77,6 +77,7 @@ def image_table(prepared: Path) -> list[dict[str, Any]]:
     index = json.loads(index_path.read_text(encoding="utf-8"))
     rows: list[dict[str, Any]] = []
     for partition, entry in index.items():
+        per_image = entry.get("layout") == "per-image"
         for shard in entry.get("shards", []):
             rel = f"shards/{partition}/{shard}"
             pending: dict[str, list[dict[str, Any]]] = {}
@@ -85,7 +86,9 @@ def image_table(prepared: Path) -> list[dict[str, Any]]:
                 key, ext = split_key(name)
                 if key is None:
                     continue
-                if ext == "json":
+                if per_image:  # {id}_{k}.jpg / .json: the photo's own JSON names its image id
+                    _per_image_member(key, ext, data, offset, partition, rel, pending, image_ids)
+                elif ext == "json":
                     image_ids[key] = list(json.loads(data.decode("utf-8")).get("images") or [])
                 elif ext.endswith(".jpg") and ext[:-4].isdigit():
                     pending.setdefault(key, []).append({
@@ -98,6 +101,22 @@ def image_table(prepared: Path) -> list[dict[str, Any]]:
                     item["image_id"] = ids[item["position"]] if item["position"] < len(ids) else None
                     rows.append(item)
     return rows
+
+
+def _per_image_member(key: str, ext: str, data: bytes, offset: int, partition: str, rel: str,
+                      pending: dict[str, list[dict[str, Any]]], image_ids: dict[str, list[str]]) -> None:
+    from recipekit.loaders.tario import photo_key
+
+    recipe, k = photo_key({"__key__": key, "__url__": rel})
+    if ext == "json":
+        ids = image_ids.setdefault(recipe, [])
+        ids.extend([None] * (k + 1 - len(ids)))
+        ids[k] = json.loads(data.decode("utf-8")).get("image_id")
+    elif ext == "jpg":
+        pending.setdefault(recipe, []).append({
+            "recipe_id": recipe, "position": k, "partition": partition, "shard": rel, "offset": offset,
+            "size": len(data),
+        })
 
 
 def recipe_table(prepared: Path, images: list[dict[str, Any]]) -> dict[str, list]:

@@ -61,7 +61,16 @@ def _write_parquet(path: Path, columns: dict[str, list]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table(columns), path, compression="zstd")
+    def large(t):  # string and list columns as large_string / large_list, like the prepared folder's
+        if pa.types.is_string(t):
+            return pa.large_string()
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return pa.large_list(large(t.value_type))
+        return t
+
+    table = pa.table(columns)
+    table = table.cast(pa.schema([pa.field(f.name, large(f.type), f.nullable) for f in table.schema]))
+    pq.write_table(table, path, compression="zstd")
 
 
 def faiss_index(vectors: np.ndarray, kind: str, *, nprobe: int = 8, seed: int = 0):

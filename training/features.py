@@ -72,9 +72,10 @@ def features_digest(model, urls: list[str], decoder: str) -> str:
 
 
 def _samples(urls: list[str]) -> Iterator[dict[str, Any]]:
+    from recipekit.loaders.batching import group_photos
     from recipekit.loaders.tario import tar_samples
 
-    yield from tar_samples()({"url": u} for u in urls)
+    yield from group_photos()(tar_samples()({"url": u} for u in urls))
 
 
 @torch.no_grad()
