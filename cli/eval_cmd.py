@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .options import device_option
+
 _DEFAULTS = {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000, "n_bags_large": 5, "seed": 1234}
 
 
@@ -30,7 +32,7 @@ _DEFAULTS = {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000, "n_bags_la
               help="Seed of the bags (and of --image-pick random).")
 @click.option("--image-pick", type=click.Choice(["first", "random"]), default="first", show_default=True,
               help="Which photo of each recipe is embedded.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option("auto", "auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="DataLoader workers.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Embed only the first N pairs (smoke tests).")

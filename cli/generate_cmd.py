@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .options import device_option
+
 
 @click.command("generate")
 @click.argument("run", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
@@ -15,7 +17,7 @@ import click
               help="The PNG to write (the K photos side by side).")
 @click.option("--n", "n", type=click.IntRange(1, 64), default=4, show_default=True, help="Photos to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator's noise.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option("auto", "auto, cpu, cuda or cuda:N.")
 def generate_cmd(run, recipe, out, n, seed, device):
     """Generate N photos for one recipe with the generator of a run (its best.pt)."""
     from recipekit.evaluation.generation import generate

@@ -13,6 +13,8 @@ from recipekit.pipeline.prepare import STAGES, PrepareConfig, default_workers, p
 from recipekit.pipeline.shard import ShardParams
 from recipekit.pipeline.word2vec import PRESETS, Word2VecParams
 
+from .options import device_option
+
 _W2V = Word2VecParams()
 _SHARD = ShardParams()
 
@@ -151,7 +153,7 @@ DEMO_CONFIGS = ("demo", "demo_acme", "demo_r2gan", "demo_tnlbt")  # = recipekit.
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True)
 @click.option("--recipes", type=click.IntRange(50), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="Where to train and evaluate: cpu, cuda, auto.")
+@device_option("cpu", "Where to train and evaluate: cpu, cuda, auto.")
 @click.option("--config", "config", type=click.Choice(DEMO_CONFIGS), default="demo", show_default=True,
               help="The packaged CPU config to train: demo (H-T), or the GAN family's demo_acme, demo_r2gan, "
                    "demo_tnlbt.")

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import click
 
+from .options import device_option
+
 
 @click.command("index")
 @click.argument("run", metavar="RUN", type=click.Path(path_type=Path))
 @click.argument("data", metavar="[DATA]", required=False, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Index folder (default: RUN/index).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option("auto", "auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="DataLoader workers decoding photos.")
@@ -59,7 +61,7 @@ def index_cmd(run, data, out, device, batch_size, workers, approximate_above, qu
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
 @click.option("--target", type=click.Choice(["recipes", "images"]), default=None,
               help="What to return (default: recipes for --image, images for --recipe/--ingredients).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option("cpu", "cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search_cmd(run, index, image, recipe, ingredients, without, class_name, k, target, device, as_json):
     """Search the index of RUN with a photo, a recipe or a list of ingredients (docs/search.md)."""

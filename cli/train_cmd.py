@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .options import device_option
+
 
 @click.command("train")
 @click.option("--config", "config", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -17,7 +19,7 @@ import click
 @click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option("auto", "auto, cpu, cuda or cuda:N.")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="Stop after this many epochs in this call (resume later with --resume).")
 def train_cmd(config, overrides, run_dir, resume, device, stop_after) -> None:
