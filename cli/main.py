@@ -123,7 +123,7 @@ def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, i
                           backend=backend, ray_address=ray_address)
     except (FileNotFoundError, ValueError, BackendError, TaskError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(summary_table(reports))
+    click.echo(summary_table(reports, out))
     click.echo(f"\nArtefacts in {out} (see docs/artefacts.md); manifests in {out / 'manifests'}")
 
 

@@ -58,15 +58,30 @@ def index_cmd(run, data, out, device, batch_size, workers, approximate_above, qu
 @click.option("--ingredients", default=None, help='Comma-separated ingredients, e.g. "tomato, basil".')
 @click.option("--without", multiple=True, help="Ingredient(s) to exclude (repeat, or comma-separate).")
 @click.option("--class", "class_name", default=None, help="Only dishes of this class (e.g. pizza).")
+@click.option("--list-classes", is_flag=True, help="Print the class names --class accepts (and their recipes), "
+              "then stop.")
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
 @click.option("--target", type=click.Choice(["recipes", "images"]), default=None,
               help="What to return (default: recipes for --image, images for --recipe/--ingredients).")
 @device_option("cpu", "cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def search_cmd(run, index, image, recipe, ingredients, without, class_name, k, target, device, as_json):
+def search_cmd(run, index, image, recipe, ingredients, without, class_name, list_classes, k, target, device,
+               as_json):
     """Search the index of RUN with a photo, a recipe or a list of ingredients (docs/search.md)."""
     from recipekit.search import SearchError, render_hits, search
 
+    if list_classes:
+        from recipekit.search.api import list_classes as classes
+
+        try:
+            found = classes(run, index)
+        except (SearchError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        if as_json:
+            click.echo(json.dumps([{"class": n, "recipes": c} for n, c in found], indent=2, ensure_ascii=False))
+        else:
+            click.echo("\n".join(f"{n}\t{c}" for n, c in found) if found else "no classes in this index")
+        return
     try:
         hits = search(run, index=index, image=image, recipe=recipe, ingredients=ingredients, without=without,
                       class_name=class_name, k=k, target=target, device=device)

@@ -66,6 +66,18 @@ def _columns(path: Path, names: Sequence[str]) -> dict[str, list]:
     return {c: table.column(c).to_pylist() for c in names}
 
 
+def class_hint(wanted: str, names: Sequence[str]) -> str:
+    """What to say after "unknown class": every class when there are few, else the close matches
+    and the command that lists them all."""
+    if not names:
+        return "; this index has no classes (background only)"
+    if len(names) <= 20:
+        return f"; classes: {', '.join(names)}"
+    close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.5)
+    return ((f"; close matches: {', '.join(close)}" if close else "")
+            + f"; {len(names)} classes, listed by `recipekit search RUN --list-classes`")
+
+
 class SearchEngine:
     """A trained model and its index. Build with :meth:`open`."""
 
@@ -188,7 +200,7 @@ class SearchEngine:
         if not terms:
             raise SearchError("empty query: give at least one ingredient")
         excluded = self._excluded(without)
-        names = [self.ingredients.require(t) for t in terms]
+        names = self.ingredients.require_all(terms)
         names = [n for n in dict.fromkeys(names) if not any(mentions([n], x)[0] for x in excluded)]
         if not names:
             raise SearchError("empty query: every ingredient asked for is also excluded by --without")
@@ -201,7 +213,7 @@ class SearchEngine:
 
     # -- internals -------------------------------------------------------------------------
     def _excluded(self, without: Iterable[str] | str) -> list[str]:
-        return list(dict.fromkeys(self.ingredients.require(t) for t in split_terms(without)))
+        return list(dict.fromkeys(self.ingredients.require_all(split_terms(without))))
 
     def _class(self, class_name: str | None) -> tuple[int, str] | None:
         if class_name is None or not str(class_name).strip():
@@ -209,9 +221,7 @@ class SearchEngine:
         wanted = " ".join(str(class_name).lower().split())
         names = {n.lower(): c for c, n in self._class_table()}
         if wanted not in names:
-            close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.5)
-            hint = f"; close matches: {', '.join(close)}" if close else f"; {len(names)} classes, see engine.classes()"
-            raise SearchError(f"unknown class {class_name!r}{hint}")
+            raise SearchError(f"unknown class {class_name!r}{class_hint(wanted, list(names))}")
         return names[wanted], wanted
 
     def _mask(self, class_name: str | None, excluded: Sequence[str]) -> np.ndarray | None:
