@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from .options import device_option
+from .options import device_option, log_options
 
 _DEFAULTS = {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000, "n_bags_large": 5, "seed": 1234}
 
 
 @click.command("eval")
+@log_options
 @click.argument("target", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True,
               help="Split(s) of the prepared folder to embed and score as one set of pairs: a name, a "

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from .options import device_option
+from .options import device_option, log_options
 
 
 @click.command("generate")
+@log_options
 @click.argument("run", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("--recipe", "recipe", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A layer1-style recipe: a JSON object with title, ingredients, instructions.")

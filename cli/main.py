@@ -13,7 +13,7 @@ from recipekit.pipeline.prepare import STAGES, PrepareConfig, default_workers, p
 from recipekit.pipeline.shard import ShardParams
 from recipekit.pipeline.word2vec import PRESETS, Word2VecParams
 
-from .options import device_option
+from .options import device_option, log_options
 
 _W2V = Word2VecParams()
 _SHARD = ShardParams()
@@ -36,12 +36,12 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
 
 
 @main.command("prepare")
+@log_options
 @click.argument("src", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--stages", callback=_stages, help=f"Comma-separated subset of: {', '.join(STAGES)} (default: all).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes/threads (default: all cores).")
 @click.option("--force", is_flag=True, help="Redo the stages even when their manifests say they are up to date.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="pool", show_default=True,
               help="Where ingredients, store and shard run their parallel work: local processes or Ray "
                    "(same bytes either way; needs recipekit[ray]).")
@@ -128,6 +128,7 @@ def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, i
 
 
 @main.command("demo-data")
+@log_options
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--recipes", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -150,6 +151,7 @@ DEMO_CONFIGS = ("demo", "demo_acme", "demo_r2gan", "demo_tnlbt")  # = recipekit.
 
 
 @main.command("demo")
+@log_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True)
 @click.option("--recipes", type=click.IntRange(50), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -159,7 +161,6 @@ DEMO_CONFIGS = ("demo", "demo_acme", "demo_r2gan", "demo_tnlbt")  # = recipekit.
                    "demo_tnlbt.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of that training config, e.g. --set train.epochs=5.")
-@click.option("--quiet", is_flag=True)
 def demo_cmd(out, recipes, seed, device, config, overrides, quiet):
     """The main job on the embedded demo corpus: generate it, prepare it, train on CPU, evaluate.
 

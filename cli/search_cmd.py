@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from .options import device_option
+from .options import device_option, log_options
 
 
 @click.command("index")
+@log_options
 @click.argument("run", metavar="RUN", type=click.Path(path_type=Path))
 @click.argument("data", metavar="[DATA]", required=False, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -23,7 +24,6 @@ from .options import device_option
 @click.option("--approximate-above", type=click.IntRange(0), default=None,
               help="Build an approximate (IVF) index for a kind with more vectors than this "
                    "(default: 80,000, the measured threshold: docs/search.md).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
 def index_cmd(run, data, out, device, batch_size, workers, approximate_above, quiet):
     """Embed every recipe and every photo of the prepared data (DATA, default: the run's
     data.prepared) with the trained model of RUN and write the search index (docs/search.md)."""
@@ -48,6 +48,7 @@ def index_cmd(run, data, out, device, batch_size, workers, approximate_above, qu
 
 
 @click.command("search")
+@log_options
 @click.argument("run", metavar="RUN", type=click.Path(path_type=Path))
 @click.option("--index", "index", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Index folder (default: RUN/index).")

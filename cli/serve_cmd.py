@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from .options import device_option
+from .options import device_option, log_options
 
 _DATA_HELP = "Prepared folder (default: data.prepared of RUN/config.resolved.json)."
 
 
 @click.command("plot")
+@log_options
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path), required=False)
 @click.option("--tsne", is_flag=True, help="A t-SNE map of image and recipe embeddings of the largest classes.")
@@ -38,6 +39,7 @@ def plot_cmd(run, data, tsne, split, classes, per_class, seed, device, out):
 
 
 @click.command("serve")
+@log_options
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path), required=False)
 @click.option("--host", default="127.0.0.1", show_default=True,

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
-from .options import device_option
+from .options import device_option, log_options
 
 
 @click.command("train")
+@log_options
 @click.option("--config", "config", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="TOML run config (docs/training.md), or the name of a packaged example: "
                    "demo, je, pwcpp, adamine, adamine_avg, ht, ht_vit_dynamic (configs/).")

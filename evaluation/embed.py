@@ -159,6 +159,11 @@ def embed_split(
     was_training = model.training
     model.to(dev)
     model.eval()
+    from tqdm import tqdm
+
+    from recipekit.pipeline.progress import bar_disabled
+
+    bar = tqdm(desc=f"embed {split}", unit="pair", total=limit, leave=False, disable=bar_disabled())
     try:
         with torch.no_grad():
             for batch in loader:
@@ -174,9 +179,11 @@ def embed_split(
                 recipes.append(out.recipe.float().cpu())
                 picks.append(batch["image_index"][:take].cpu())
                 ids.extend(batch["ids"][:take])
+                bar.update(take)
                 if limit is not None and len(ids) >= limit:
                     break
     finally:
+        bar.close()
         model.train(was_training)
     dim = model.embed_dim
     if not ids:

@@ -298,6 +298,7 @@ def evaluate(
     embed_s = time.perf_counter() - started
     if len(emb) == 0:
         raise ValueError(f"{location or found.prepared / 'shards' / label}: no pairs to evaluate")
+    log.info("scoring %d pairs over bags of %s", len(emb), ", ".join(str(b) for b, _ in protocol.bag_specs()))
     started = time.perf_counter()
     bags = score_protocol(emb.image, emb.recipe, protocol)
     score_s = time.perf_counter() - started

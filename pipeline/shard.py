@@ -42,6 +42,7 @@ from typing import Any
 
 import PIL
 
+from .progress import bar_disabled
 from .imageio import PIXEL_LIMIT, convert_image
 from .stagekit import Stage, StageContext, atomic_path, package_version, remove_stale_tmp, run_stage, write_json_atomic
 
@@ -298,7 +299,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     flat = shard_plan.flat()
     results: list[dict | None] = [None] * len(flat)
     reused = 0
-    bar = tqdm(total=len(flat), unit="shard", desc="shard", disable=ctx.quiet)
+    bar = tqdm(total=len(flat), unit="shard", desc="shard", disable=bar_disabled(ctx.quiet))
 
     def done(index: int, stats: dict, was_reused: bool) -> None:
         nonlocal reused

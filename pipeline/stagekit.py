@@ -21,11 +21,11 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import resource
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Stage",
@@ -292,7 +294,7 @@ class StageContext:
 
     def log(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+            log.info(message)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .progress import bar_disabled
 from .parse import PARTITIONS
 from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, run_stage, staged
 from .vocab import Vocabulary, tokenise_sample
@@ -361,7 +362,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             env = lmdb.open(str(tmp), map_size=(1 << 30) + count * 16384, lock=False, subdir=True,
                             sync=False, metasync=False, meminit=True)
             try:
-                bar = tqdm(total=count, unit="recipe", desc="store", disable=ctx.quiet)
+                bar = tqdm(total=count, unit="recipe", desc="store", disable=bar_disabled(ctx.quiet))
                 fd = src.fileno()
                 for start in range(0, count, CHUNK):
                     block = order[start : start + CHUNK]

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from .progress import bar_disabled
 from .stagekit import TMP_MARK, Stage, StageContext, atomic_dir, atomic_path, run_stage
 from .tablestream import iter_aligned, num_rows
 from .tokenize import ingredient_token, tokenize, underscore_ingredients
@@ -103,7 +104,7 @@ def write_corpus(recipes: pl.DataFrame, ingredients: pl.DataFrame, path: Path, q
     counts = {"train_recipes": train.height, "sentences": 0, "tokens": 0}
     with open(path, "w", encoding="utf-8") as fh:
         rows = train.select("title", "instructions", "names").iter_rows()
-        _write_sentences(fh, tqdm(rows, total=train.height, desc="word2vec corpus", disable=quiet), counts)
+        _write_sentences(fh, tqdm(rows, total=train.height, desc="word2vec corpus", disable=bar_disabled(quiet)), counts)
     return counts
 
 
@@ -139,7 +140,7 @@ def write_corpus_files(
             bar.update(recipes.height)
 
     with open(path, "w", encoding="utf-8") as fh, tqdm(total=num_rows(specs[0][0]), desc="word2vec corpus",
-                                                       disable=quiet) as bar:
+                                                       disable=bar_disabled(quiet)) as bar:
         blocks = executor.imap(_sentences, runs(), describe=lambda r: f"{len(r)} recipes") if executor else map(
             _sentences, runs())
         for text, sentences, tokens in blocks:
