@@ -280,8 +280,10 @@ def evaluate(
         check_not_other_corpus(out_dir, found.prepared, fingerprint)
     try:
         model = load_embedder(found.checkpoint)
-    except Exception as exc:  # an unreadable or foreign file: say which
-        raise ValueError(f"{found.checkpoint}: not a readable recipekit embedder file ({exc})") from exc
+    except Exception as exc:  # an unreadable or foreign file: say which, and what to give instead
+        why = str(exc).removeprefix(f"{found.checkpoint}: ")
+        raise ValueError(f"{found.checkpoint}: not a readable recipekit embedder file ({why}); give a run folder "
+                         "of `recipekit train` or the best.pt it wrote") from None
     dev = resolve_device(device)
     started = time.perf_counter()
     parts, per_split = [], {}
