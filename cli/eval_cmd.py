@@ -6,12 +6,17 @@ from pathlib import Path
 
 import click
 
+from .options import device_option, log_options
+
 _DEFAULTS = {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000, "n_bags_large": 5, "seed": 1234}
 
 
 @click.command("eval")
+@log_options
 @click.argument("target", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
-@click.option("--split", default="test", show_default=True, help="Split of the prepared folder to embed and score.")
+@click.option("--split", default="test", show_default=True,
+              help="Split(s) of the prepared folder to embed and score as one set of pairs: a name, a "
+                   "comma-separated list (train,val) or all (every split with shards).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Prepared folder (default: data.prepared of RUN/config.resolved.json).")
 @click.option("--shards", default=None, metavar="LOCATION",
@@ -30,12 +35,14 @@ _DEFAULTS = {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000, "n_bags_la
               help="Seed of the bags (and of --image-pick random).")
 @click.option("--image-pick", type=click.Choice(["first", "random"]), default="first", show_default=True,
               help="Which photo of each recipe is embedded.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option("auto", "auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="DataLoader workers.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Embed only the first N pairs (smoke tests).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: RUN/eval/SPLIT, or FOLDER/eval/STEM/SPLIT beside a checkpoint file).")
+              help="Output folder (default: RUN/eval/SPLIT, or FOLDER/eval/STEM/SPLIT beside a checkpoint file; "
+                   "for a --data other than the run's own, RUN/eval/CORPUS-FINGERPRINT8/SPLIT). A result of "
+                   "another corpus is never replaced.")
 @click.option("--plot", is_flag=True, help="Also write retrievals.png (top-5 retrievals of a few queries).")
 def eval_cmd(target, split, data, shards, bag_size, n_bags, bag_size_large, n_bags_large, sampling, seed, image_pick,
              device, batch_size, workers, limit, out, plot):
@@ -54,8 +61,11 @@ def eval_cmd(target, split, data, shards, bag_size, n_bags, bag_size_large, n_ba
     except (OSError, ValueError) as exc:  # FileNotFoundError and unreachable shard URLs are OSErrors
         raise click.ClickException(str(exc)) from exc
     report = result.report
-    click.echo(f"{report['data']['pairs']} pairs of split {split!r}, {sampling} bags, seed {seed}, "
-               f"image pick {image_pick}\n")
+    data_ = report["data"]
+    what = (f"split {data_['split']!r}" if len(data_["splits"]) == 1
+            else f"splits {', '.join(f'{k} ({v})' for k, v in data_['split_pairs'].items())}")
+    click.echo(f"{data_['pairs']} pairs of {what} of {data_['prepared']} (fingerprint {data_['fingerprint'][:8]}), "
+               f"{sampling} bags, seed {seed}, image pick {image_pick}\n")
     click.echo(result.table())
     for note in report["notes"]:
         click.echo(f"note: {note}")

@@ -16,6 +16,8 @@ from recipekit.pipeline.shard import LAYOUTS, ShardParams
 from recipekit.pipeline.store import StoreParams
 from recipekit.pipeline.word2vec import PRESETS, Word2VecParams
 
+from .options import device_option, log_options
+
 _W2V, _CLASSES, _STORE, _SHARD = Word2VecParams(), ClassesParams(), StoreParams(), ShardParams()
 # The short options of `prepare` and the STAGE.KEY each one sets (as --set does).
 _SHORT_FORMS = {
@@ -51,12 +53,12 @@ def _stages(_ctx, _param, value: str | None) -> list[str] | None:
 
 
 @main.command("prepare")
+@log_options
 @click.argument("src", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--stages", callback=_stages, help=f"Comma-separated subset of: {', '.join(STAGES)} (default: all).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes/threads (default: all cores).")
 @click.option("--force", is_flag=True, help="Redo the stages even when their manifests say they are up to date.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="pool", show_default=True,
               help="Where ingredients, store and shard run their parallel work: local processes or Ray "
                    "(same bytes either way; needs recipekit[ray]).")
@@ -139,11 +141,12 @@ def prepare_cmd(src, out, stages, workers, force, quiet, backend, ray_address, o
                           force=force, quiet=quiet, backend=backend, ray_address=ray_address)
     except (FileNotFoundError, ValueError, BackendError, TaskError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(summary_table(reports))
+    click.echo(summary_table(reports, out))
     click.echo(f"\nArtefacts in {out} (see docs/artefacts.md); manifests in {out / 'manifests'}")
 
 
 @main.command("demo-data")
+@log_options
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--recipes", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -166,16 +169,16 @@ DEMO_CONFIGS = ("demo", "demo_acme", "demo_r2gan", "demo_tnlbt")  # = recipekit.
 
 
 @main.command("demo")
+@log_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"), show_default=True)
 @click.option("--recipes", type=click.IntRange(50), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="Where to train and evaluate: cpu, cuda, auto.")
+@device_option("cpu", "Where to train and evaluate: cpu, cuda, auto.")
 @click.option("--config", "config", type=click.Choice(DEMO_CONFIGS), default="demo", show_default=True,
               help="The packaged CPU config to train: demo (H-T), or the GAN family's demo_acme, demo_r2gan, "
                    "demo_tnlbt.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of that training config, e.g. --set train.epochs=5.")
-@click.option("--quiet", is_flag=True)
 def demo_cmd(out, recipes, seed, device, config, overrides, quiet):
     """The main job on the embedded demo corpus: generate it, prepare it, train on CPU, evaluate.
 

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 
+from .options import device_option, log_options
+
 _DATA_HELP = "Prepared folder (default: data.prepared of RUN/config.resolved.json)."
 
 
 @click.command("plot")
+@log_options
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path), required=False)
 @click.option("--tsne", is_flag=True, help="A t-SNE map of image and recipe embeddings of the largest classes.")
@@ -18,7 +21,7 @@ _DATA_HELP = "Prepared folder (default: data.prepared of RUN/config.resolved.jso
 @click.option("--classes", type=click.IntRange(2), default=5, show_default=True, help="How many of the largest classes.")
 @click.option("--per-class", type=click.IntRange(1), default=100, show_default=True, help="Pairs of each class, at most.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Draw of the pairs and t-SNE's random state.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option("auto", "auto, cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The PNG (default: RUN/eval/SPLIT/tsne.png).")
 def plot_cmd(run, data, tsne, split, classes, per_class, seed, device, out):
@@ -36,6 +39,7 @@ def plot_cmd(run, data, tsne, split, classes, per_class, seed, device, out):
 
 
 @click.command("serve")
+@log_options
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path), required=False)
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -45,7 +49,7 @@ def plot_cmd(run, data, tsne, split, classes, per_class, seed, device, out):
               help="Index folder of `recipekit index` (default: RUN/index, built there when missing).")
 @click.option("--max-upload-mb", type=click.FloatRange(0.01), default=8.0, show_default=True,
               help="Larger photo uploads are refused (413) before they are read.")
-@click.option("--device", default="cpu", show_default=True, help="Where queries are embedded: cpu, cuda, auto.")
+@device_option("cpu", "Where queries are embedded: cpu, cuda, auto.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A host name the page may be opened under besides localhost and IP addresses (repeat; "
                    "'*' allows any: no protection against DNS rebinding).")

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from .options import device_option, log_options
+
 
 @click.command("train")
+@log_options
 @click.option("--config", "config", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="TOML run config (docs/training.md), or the name of a packaged example: "
                    "demo, je, pwcpp, adamine, adamine_avg, ht, ht_vit_dynamic (configs/).")
@@ -17,7 +20,7 @@ import click
 @click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option("auto", "auto, cpu, cuda or cuda:N.")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="Stop after this many epochs in this call (resume later with --resume).")
 def train_cmd(config, overrides, run_dir, resume, device, stop_after) -> None:

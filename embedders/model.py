@@ -239,6 +239,10 @@ def load_weights_file(path: str | Path, map_location: Any = "cpu", *, what: str 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such {what}")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"PK" and head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        raise ValueError(f"{path}: unreadable {what} (not a torch weights file, or corrupt)")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from recipekit.core.device import resolve_device  # noqa: F401  (re-exported: this module's name for it)
+from recipekit.core.device import DEVICE_CHOICES, check_device, resolve_device  # noqa: F401  (re-exported: this module's names for them)
 from recipekit.core.layout import Prepared
 from recipekit.core.limits import TextLimits
 
-__all__ = ["SplitEmbeddings", "embed_split", "resolve_device", "split_folder"]
+__all__ = ["SplitEmbeddings", "check_device", "embed_split", "resolve_device", "split_folder"]
 
 IMAGE_PICKS = ("first", "random")
 
@@ -106,6 +106,11 @@ def embed_split(
     was_training = model.training
     model.to(dev)
     model.eval()
+    from tqdm import tqdm
+
+    from recipekit.pipeline.progress import bar_disabled
+
+    bar = tqdm(desc=f"embed {split}", unit="pair", total=limit, leave=False, disable=bar_disabled())
     try:
         with torch.no_grad():
             for batch in loader:
@@ -121,9 +126,11 @@ def embed_split(
                 recipes.append(out.recipe.float().cpu())
                 picks.append(batch["image_index"][:take].cpu())
                 ids.extend(batch["ids"][:take])
+                bar.update(take)
                 if limit is not None and len(ids) >= limit:
                     break
     finally:
+        bar.close()
         model.train(was_training)
     dim = model.embed_dim
     if not ids:

@@ -10,7 +10,7 @@ The eval.json schema is in docs/evaluation.md.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +22,7 @@ from recipekit.core.device import resolve_device
 from recipekit.core.io import file_sha256
 from recipekit.core.layout import Prepared, Run
 
+from .corpus import check_not_other_corpus, corpus_fingerprint, corpus_out, parse_splits, split_label
 from .embed import IMAGE_PICKS, SplitEmbeddings, embed_split
 from .metrics import DIRECTIONS, KS, evaluate_bags
 from .report import render_table, write_outputs
@@ -30,6 +31,7 @@ __all__ = ["EvalProtocol", "EvalResult", "EvalTarget", "evaluate", "resolve_targ
            "split_location"]
 
 FORMAT = "recipekit.eval/1"
+log = logging.getLogger(__name__)
 RUN_CONFIG = Run.RESOLVED_CONFIG
 SAMPLINGS = ("independent", "chunks")
 
@@ -167,6 +169,17 @@ def score_protocol(image, recipe, protocol: EvalProtocol) -> list[dict[str, Any]
     return entries
 
 
+def _concat(parts: list[SplitEmbeddings]) -> SplitEmbeddings:
+    """One SplitEmbeddings of several splits' rows, in split order."""
+    import numpy as np
+
+    if len(parts) == 1:
+        return parts[0]
+    return SplitEmbeddings(ids=[i for p in parts for i in p.ids], image=np.concatenate([p.image for p in parts]),
+                           recipe=np.concatenate([p.recipe for p in parts]),
+                           image_index=np.concatenate([p.image_index for p in parts]))
+
+
 def _version() -> str:
     from recipekit.pipeline.stagekit import package_version
 
@@ -191,31 +204,57 @@ def evaluate(
     """Embed ``split`` once with the model of ``target`` and score ``protocol`` on it.
 
     ``target``: a run folder or an embedder file (see :func:`resolve_target`); ``data``: the
-    prepared folder (default: the run's). ``out``: where eval.json / eval.md (/ retrievals.png)
-    go (default ``RUN/eval/{split}/``, or ``FOLDER/eval/{stem}/{split}/`` beside a checkpoint
-    file); ``write=False`` writes nothing. ``limit``: embed only the first that many pairs
+    prepared folder (default: the run's). ``split``: one split, a comma-separated list
+    (``"train,val"``) or ``"all"`` (every split with shards), scored as one set of pairs.
+    ``out``: where eval.json / eval.md (/ retrievals.png) go (default ``RUN/eval/{split}/``, or
+    ``FOLDER/eval/{stem}/{split}/`` beside a checkpoint file; for a corpus other than the run's own,
+    ``.../eval/{corpus}-{fingerprint8}/{split}/``: :mod:`.corpus`); an eval.json of another corpus
+    is never replaced. ``write=False`` writes nothing. ``limit``: embed only the first that many pairs
     (smoke tests; recorded in the report). ``shards``: read the split's shards from there
     instead of ``PREPARED/shards/{split}`` (see :func:`split_location`; default: the run's
     ``data.shards`` when ``data`` is not given)."""
     from recipekit.embedders import load_embedder
 
     protocol = protocol or EvalProtocol()
-    found = resolve_target(target, data, split=split)
-    location = split_location(found, split, shards, data_given=data is not None)  # a clear error before loading
+    found = resolve_target(target, data, split=str(split))
+    splits = parse_splits(split, found.prepared)
+    label = split_label(split, splits)
+    # a clear error before loading: where each split's shards are
+    locations = [split_location(found, s, shards, data_given=data is not None) for s in splits]
+    if plot and len(splits) > 1:
+        raise ValueError(f"--plot shows the retrievals of one split, not {label}: give --split NAME")
+    location = locations[0] if len(splits) == 1 else None
     if plot and location is not None and not Path(location).is_dir():
         raise ValueError(f"{location}: --plot reads the photos back from a local shard folder; "
                          "plot with the local PREPARED/shards instead")
+    fingerprint = corpus_fingerprint(found.prepared)
+    out_dir = (Path(out) if out is not None
+               else corpus_out(found.default_out, found.prepared, found.run_config, label, fingerprint))
+    if write:
+        check_not_other_corpus(out_dir, found.prepared, fingerprint)
     try:
         model = load_embedder(found.checkpoint)
-    except Exception as exc:  # an unreadable or foreign file: say which
-        raise ValueError(f"{found.checkpoint}: not a readable recipekit embedder file ({exc})") from exc
+    except Exception as exc:  # an unreadable or foreign file: say which, and what to give instead
+        why = str(exc).removeprefix(f"{found.checkpoint}: ")
+        raise ValueError(f"{found.checkpoint}: not a readable recipekit embedder file ({why}); give a run folder "
+                         "of `recipekit train` or the best.pt it wrote") from None
     dev = resolve_device(device)
     started = time.perf_counter()
-    emb = embed_split(model, found.prepared, split, image_pick=protocol.image_pick, batch_size=batch_size,
-                      num_workers=num_workers, device=dev, limit=limit, seed=protocol.seed, shards=location)
+    parts, per_split = [], {}
+    for name, where in zip(splits, locations):
+        left = None if limit is None else limit - sum(len(p) for p in parts)
+        if left is not None and left <= 0:
+            break
+        log.info("embedding split %s of %s", name, found.prepared)
+        part = embed_split(model, found.prepared, name, image_pick=protocol.image_pick, batch_size=batch_size,
+                           num_workers=num_workers, device=dev, limit=left, seed=protocol.seed, shards=where)
+        parts.append(part)
+        per_split[name] = len(part)
+    emb = _concat(parts)
     embed_s = time.perf_counter() - started
     if len(emb) == 0:
-        raise ValueError(f"{location or found.prepared / 'shards' / split}: no pairs to evaluate")
+        raise ValueError(f"{location or found.prepared / 'shards' / label}: no pairs to evaluate")
+    log.info("scoring %d pairs over bags of %s", len(emb), ", ".join(str(b) for b, _ in protocol.bag_specs()))
     started = time.perf_counter()
     bags = score_protocol(emb.image, emb.recipe, protocol)
     score_s = time.perf_counter() - started
@@ -237,8 +276,10 @@ def evaluate(
             "embedder": model.config.get("name"),
             "run": str(found.run) if found.run else None,
         },
-        "data": {"prepared": str(found.prepared), "split": split, "pairs": len(emb), "limit": limit,
-                 **({"shards": str(location)} if location is not None else {})},
+        "data": {"prepared": str(found.prepared), "fingerprint": fingerprint, "split": label, "splits": splits,
+                 "pairs": len(emb), "split_pairs": per_split, "limit": limit,
+                 **({"shards": str(location)} if location is not None else {}),
+                 **({"shards": [str(x) for x in locations]} if len(splits) > 1 and any(locations) else {})},
         "protocol": {
             **{k: v for k, v in asdict(protocol).items()},
             "bag_sizes": [s for s, _ in protocol.bag_specs()],
@@ -257,7 +298,6 @@ def evaluate(
     }
     if generation is not None:
         report["generation"] = generation
-    out_dir = Path(out) if out is not None else found.default_out
     if not write:
         return EvalResult(report, None, emb)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +305,7 @@ def evaluate(
         from .plot import plot_retrievals
 
         report["outputs"]["plot"] = "retrievals.png"
-        plot_retrievals(emb, location or Prepared(found.prepared).shards(split), out_dir / "retrievals.png",
+        plot_retrievals(emb, location or Prepared(found.prepared).shards(splits[0]), out_dir / "retrievals.png",
                         bag_size=protocol.bag_size, sampling=protocol.sampling, seed=protocol.seed)
     write_outputs(report, out_dir)
     return EvalResult(report, out_dir.resolve(), emb)

@@ -73,6 +73,11 @@ def render_generation(gen: dict[str, Any], *, digits: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _split_pairs(data: dict[str, Any]) -> str:
+    per = data.get("split_pairs") or {}
+    return f" ({', '.join(f'{k} {v}' for k, v in per.items())})" if len(per) > 1 else ""
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """eval.md: what was evaluated, how, the table and the notes."""
     ck, data, proto = report["checkpoint"], report["data"], report["protocol"]
@@ -81,7 +86,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# Retrieval evaluation: {data['split']} split",
         "",
         f"- model: `{ck['path']}` ({ck.get('embedder') or 'embedder'}; sha256 `{ck['sha256'][:16]}…`)",
-        f"- data: `{data['prepared']}`, split `{data['split']}`, {data['pairs']} image-recipe pairs{limit}",
+        f"- data: `{data['prepared']}`" + (f" (fingerprint `{data['fingerprint'][:8]}`)" if data.get("fingerprint") else "")
+        + f", split `{data['split']}`" + _split_pairs(data) + f", {data['pairs']} image-recipe pairs{limit}",
         f"- protocol: {proto['sampling']} bags, seed {proto['seed']}, image pick `{proto['image_pick']}`; "
         "cosine similarity, 1-based ranks (ties count for the true match), R@K in percent, "
         "mean ± std over the bags",

@@ -53,7 +53,7 @@ def run_demo(out: str | os.PathLike, *, recipes: int = 2000, seed: int = 0, work
     text = [
         f"Demo corpus: {counts['recipes']} recipes, {counts['images']} photos -> {corpus}",
         "",
-        summary_table(reports),
+        summary_table(reports, prepared),
         "",
         f"{len(classes) - 1} classes, e.g. {', '.join(list(classes.values())[1:8])}",
         _example(prepared),

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from recipekit.core.io import atomic_path
 
+from .progress import bar_disabled
 from .backends import Executor, PoolExecutor
 from .ingredient_names import EXTRACTORS, IngredientExtractor
 from .stagekit import Stage, StageContext, run_stage
@@ -59,7 +60,7 @@ def extract_distinct(lines: list[str], method: str, workers: int, quiet: bool = 
     size = max(MIN_CHUNK, min(MAX_CHUNK, -(-len(lines) // (executor.workers * 8))))
     chunks = [lines[i : i + size] for i in range(0, len(lines), size)]
     results: list[str | None] = []
-    bar = tqdm(total=len(lines), unit="line", desc="ingredients", disable=quiet)
+    bar = tqdm(total=len(lines), unit="line", desc="ingredients", disable=bar_disabled(quiet))
     for names in executor.imap(_extract_chunk, chunks, initializer=_init_worker, initargs=(method,),
                                limit=len(chunks), describe=_describe):
         results.extend(names)

@@ -31,6 +31,7 @@ from recipekit.core.io import atomic_path, staged
 from .jsonfast import iter_array_fast as iter_array
 from .jsonfast import map_array
 from .jsonstream import InvalidElement
+from .progress import bar_disabled
 from .quarantine import Rejection, replace_stage_rows
 from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, require
@@ -270,7 +271,7 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool, 
     validated by ``executor``'s workers; duplicates are found here, in file order."""
     accepted: dict[str, int] = {}
     size = path.stat().st_size
-    with tqdm(total=size, unit="B", unit_scale=True, desc="parse layer1", disable=quiet) as bar:
+    with tqdm(total=size, unit="B", unit_scale=True, desc="parse layer1", disable=bar_disabled(quiet)) as bar:
         last = 0
         for table, events in map_array(path, _validate_run, executor=executor):
             keep = None

@@ -130,6 +130,11 @@ def prepare(
     src, out = Path(src), Path(out)
     if "parse" in names and not src.is_dir():
         raise FileNotFoundError(f"{src}: SRC is not a folder (it must hold layer1.json and layer2.json)")
+    if "parse" in names:  # checked before OUT is created, so a wrong SRC leaves no empty OUT behind
+        for required in ("layer1.json", "layer2.json"):
+            if not (src / required).is_file():
+                raise FileNotFoundError(f"{src / required}: required input missing (SRC must hold layer1.json and "
+                                        "layer2.json, and images/{partition}/a/b/c/d/ID.jpg: see the README)")
     executor = make_executor(backend, workers, address=ray_address)  # Ray starts only if a stage needs it
     workers = workers or default_workers()  # processes for the pool, threads for word2vec (on this machine)
     with executor:
@@ -153,12 +158,18 @@ def _run_stages(src: Path, out: Path, names: list[str], config: PrepareConfig, w
     return reports
 
 
-def summary_table(reports: list[StageReport]) -> str:
-    """A plain-text table: stage, status, wall time, key counts."""
+def summary_table(reports: list[StageReport], out: str | os.PathLike | None = None) -> str:
+    """A plain-text table: stage, status, wall time, key counts; with ``out``, one more row under a
+    stage that quarantined records, counting the records each reason removed (OUT/quarantine.parquet)."""
+    from .quarantine import reason_counts
+
+    removed = reason_counts(out) if out is not None else {}
     rows = [("stage", "status", "wall s", "counts")]
     for r in reports:
         counts = ", ".join(f"{k}={v}" for k, v in r.counts.items())
         rows.append((r.name, r.status, f"{r.wall_s:.1f}", counts))
+        if removed.get(r.name):
+            rows.append(("", "", "", "removed: " + ", ".join(f"{n} {why}" for why, n in removed[r.name])))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for i, row in enumerate(rows):

@@ -7,6 +7,8 @@ others, writing atomically.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import pyarrow.parquet as pq
 
 from recipekit.core.io import atomic_path, staged
 
-__all__ = ["QUARANTINE_FILE", "QUARANTINE_SCHEMA", "Rejection", "replace_stage_rows", "read_quarantine"]
+__all__ = ["QUARANTINE_FILE", "QUARANTINE_SCHEMA", "Rejection", "reason_counts", "reason_kind", "replace_stage_rows",
+           "read_quarantine"]
 
 QUARANTINE_FILE = "quarantine.parquet"
 
@@ -56,3 +59,24 @@ def replace_stage_rows(out: str | Path, stage: str, rows: list[Rejection]) -> in
     with atomic_path(Path(out) / QUARANTINE_FILE) as tmp:
         pq.write_table(table, tmp)
     return len(rows)
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without its record-specific details (quoted values, a trailing parenthesis, numbers):
+    ``"image of unknown or rejected recipe 'a8f8'"`` -> ``"image of unknown or rejected recipe"``."""
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "", str(reason))
+    text = re.sub(r"\s*\([^()]*\)\s*$", "", text)
+    text = re.sub(r"\d+", "N", text)
+    return " ".join(text.split()).rstrip(" :,;") or "unspecified"
+
+
+def reason_counts(out: str | Path) -> dict[str, list[tuple[str, int]]]:
+    """{stage: [(reason kind, records), ...] most frequent first} of OUT/quarantine.parquet."""
+    p = Path(out) / QUARANTINE_FILE
+    if not p.exists():
+        return {}
+    table = pq.read_table(p, columns=["stage", "reason"]).to_pydict()
+    per: dict[str, Counter] = {}
+    for stage, reason in zip(table["stage"], table["reason"]):
+        per.setdefault(stage, Counter())[reason_kind(reason)] += 1
+    return {stage: sorted(c.items(), key=lambda kv: (-kv[1], kv[0])) for stage, c in per.items()}

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from recipekit.core.io import atomic_path, remove_stale_tmp, write_json_atomic
 
+from .progress import bar_disabled
 from .imageio import PIXEL_LIMIT, convert_image
 from .parse import PARTITIONS
 from .quarantine import Rejection, replace_stage_rows
@@ -274,7 +275,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     flat = shard_plan.flat()
     results: list[dict | None] = [None] * len(flat)
     reused = 0
-    bar = tqdm(total=len(flat), unit="shard", desc="shard", disable=ctx.quiet)
+    bar = tqdm(total=len(flat), unit="shard", desc="shard", disable=bar_disabled(ctx.quiet))
 
     def done(index: int, stats: dict, was_reused: bool) -> None:
         nonlocal reused

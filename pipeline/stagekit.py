@@ -20,10 +20,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ from recipekit.core.io import (  # noqa: F401
     staged,
     write_json_atomic,
 )
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Stage",
@@ -104,7 +105,7 @@ class StageContext:
 
     def log(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+            log.info(message)
 
 
 @dataclass(frozen=True)

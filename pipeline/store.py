@@ -43,6 +43,7 @@ from recipekit.core.io import TMP_MARK, atomic_dir, staged
 from recipekit.core.layout import Prepared
 from recipekit.core.limits import DEFAULT_LIMITS
 
+from .progress import bar_disabled
 from .parse import PARTITIONS
 from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, positive_ints
@@ -377,7 +378,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
             env = lmdb.open(str(tmp), map_size=(1 << 30) + count * 16384, lock=False, subdir=True,
                             sync=False, metasync=False, meminit=True)
             try:
-                bar = tqdm(total=count, unit="recipe", desc="store", disable=ctx.quiet)
+                bar = tqdm(total=count, unit="recipe", desc="store", disable=bar_disabled(ctx.quiet))
                 fd = src.fileno()
                 for start in range(0, count, CHUNK):
                     block = order[start : start + CHUNK]

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from recipekit.core.io import TMP_MARK, atomic_dir, atomic_path
 
+from .progress import bar_disabled
 from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, positive_ints, require
 from .tablestream import iter_aligned, num_rows
@@ -116,7 +117,7 @@ def write_corpus(recipes: pl.DataFrame, ingredients: pl.DataFrame, path: Path, q
     counts = {"train_recipes": train.height, "sentences": 0, "tokens": 0}
     with open(path, "w", encoding="utf-8") as fh:
         rows = train.select("title", "instructions", "names").iter_rows()
-        _write_sentences(fh, tqdm(rows, total=train.height, desc="word2vec corpus", disable=quiet), counts)
+        _write_sentences(fh, tqdm(rows, total=train.height, desc="word2vec corpus", disable=bar_disabled(quiet)), counts)
     return counts
 
 
@@ -152,7 +153,7 @@ def write_corpus_files(
             bar.update(recipes.height)
 
     with open(path, "w", encoding="utf-8") as fh, tqdm(total=num_rows(specs[0][0]), desc="word2vec corpus",
-                                                       disable=quiet) as bar:
+                                                       disable=bar_disabled(quiet)) as bar:
         blocks = executor.imap(_sentences, runs(), describe=lambda r: f"{len(r)} recipes") if executor else map(
             _sentences, runs())
         for text, sentences, tokens in blocks:

@@ -9,9 +9,25 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import SearchError
 from .ingredients import split_terms
-from .query import Hit, SearchEngine
+from .query import Hit, SearchEngine, _columns
 
-__all__ = ["load_recipe_file", "render_hits", "search"]
+__all__ = ["list_classes", "load_recipe_file", "render_hits", "search"]
+
+
+def list_classes(run: str | os.PathLike, index: str | os.PathLike | None = None) -> list[tuple[str, int]]:
+    """(class name, indexed recipes) of every class in the index of ``run`` (default ``RUN/index``),
+    by class id, background excluded: the names ``--class`` accepts. Reads the index only (no model)."""
+    from .index import read_meta, resolve_run
+
+    _, default_index = resolve_run(run)
+    index_dir = Path(index) if index is not None else default_index
+    read_meta(index_dir)  # a clear error when the index is missing or foreign
+    table = _columns(index_dir / "recipes.parquet", ("class_id", "class_name"))
+    counts: dict[tuple[int, str], int] = {}
+    for c, n in zip(table["class_id"], table["class_name"]):
+        if c != 0:
+            counts[(c, n)] = counts.get((c, n), 0) + 1
+    return [(n, counts[(c, n)]) for c, n in sorted(counts)]
 
 
 def load_recipe_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -141,7 +141,9 @@ class _Progress:
         if enabled and total:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="item")
+            from recipekit.pipeline.progress import bar_disabled
+
+            self.bar = tqdm(total=total, desc=desc, unit="item", disable=bar_disabled())
 
     def __call__(self, n: int) -> None:
         if self.bar is not None:

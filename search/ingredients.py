@@ -73,6 +73,23 @@ class IngredientVocabulary:
             raise SearchError(f"unknown ingredient {term!r}{hint}")
         return name
 
+    def require_all(self, terms: Sequence[str]) -> list[str]:
+        """:meth:`require` of every term, or one :class:`SearchError` naming every unknown term
+        (each with its close matches), not only the first."""
+        names, unknown = [], []
+        for term in terms:
+            name = self.canonical(term)
+            if name is None:
+                close = self.close_matches(term)
+                unknown.append(f"{term!r} (" + (f"close matches: {', '.join(close)}" if close
+                                                else "no close match in this index") + ")")
+            names.append(name)
+        if len(unknown) == 1:
+            raise SearchError(f"unknown ingredient {unknown[0]}")
+        if unknown:
+            raise SearchError(f"{len(unknown)} unknown ingredients: {'; '.join(unknown)}")
+        return names
+
     def expand(self, name: str) -> list[str]:
         """Every vocabulary name that mentions ``name`` (``tomato`` -> tomato, tomato sauce, ...)."""
         return [n for n, hit in zip(self.names, mentions(self.names, name)) if hit]

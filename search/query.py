@@ -72,6 +72,18 @@ def _columns(path: Path, names: Sequence[str]) -> dict[str, list]:
     return {c: table.column(c).to_pylist() for c in names}
 
 
+def class_hint(wanted: str, names: Sequence[str]) -> str:
+    """What to say after "unknown class": every class when there are few, else the close matches
+    and the command that lists them all."""
+    if not names:
+        return "; this index has no classes (background only)"
+    if len(names) <= 20:
+        return f"; classes: {', '.join(names)}"
+    close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.5)
+    return ((f"; close matches: {', '.join(close)}" if close else "")
+            + f"; {len(names)} classes, listed by `recipekit search RUN --list-classes`")
+
+
 class SearchEngine:
     """A trained model and its index. Build with :meth:`open`."""
 
@@ -205,7 +217,7 @@ class SearchEngine:
         if not terms:
             raise SearchError("empty query: give at least one ingredient")
         removed, excluded = self._excluded(without, remove), self._excluded(without, exclude)
-        names = [self.ingredients.require(t) for t in terms]
+        names = self.ingredients.require_all(terms)
         names = [n for n in dict.fromkeys(names) if not any(mentions([n], x)[0] for x in removed)]
         if not names:
             raise SearchError(f"empty query: every ingredient asked for is also removed ({', '.join(removed)})")
@@ -218,7 +230,7 @@ class SearchEngine:
 
     # -- internals -------------------------------------------------------------------------
     def _excluded(self, *lists: Iterable[str] | str) -> list[str]:
-        return list(dict.fromkeys(self.ingredients.require(t) for terms in lists for t in split_terms(terms)))
+        return list(dict.fromkeys(self.ingredients.require_all([t for terms in lists for t in split_terms(terms)])))
 
     def partitions(self) -> list[str]:
         """The partitions (splits) of the indexed recipes, sorted."""
@@ -239,9 +251,7 @@ class SearchEngine:
         wanted = " ".join(str(class_name).lower().split())
         names = {n.lower(): c for c, n in self._class_table()}
         if wanted not in names:
-            close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.5)
-            hint = f"; close matches: {', '.join(close)}" if close else f"; {len(names)} classes, see engine.classes()"
-            raise SearchError(f"unknown class {class_name!r}{hint}")
+            raise SearchError(f"unknown class {class_name!r}{class_hint(wanted, list(names))}")
         return names[wanted], wanted
 
     def _mask(self, class_name: str | None, excluded: Sequence[str], partition: str | None = None) -> np.ndarray | None:

@@ -13,12 +13,15 @@ Needs ``recipekit[train]`` (torch, matplotlib, scikit-learn).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TsneSelection", "plot_tsne", "read_class_labels", "select_pairs", "tsne_points"]
 
@@ -167,10 +170,14 @@ def plot_tsne(
         model = load_embedder(found.checkpoint)
     except Exception as exc:
         raise ValueError(f"{found.checkpoint}: not a readable recipekit embedder file ({exc})") from exc
+    log.info("t-SNE: embedding split %s of %s", split, prepared)
     emb = embed_split(model, prepared, split, batch_size=batch_size, num_workers=num_workers,
                       device=resolve_device(device), seed=seed)
     sel = select_pairs(emb.ids, labels, names, classes=classes, per_class=per_class, seed=seed, where=str(folder))
+    log.info("t-SNE: fitting the map of %d pairs of %d classes (the slow step)",
+             len(sel.rows), len(sel.names))
     img_xy, rec_xy = tsne_points(emb.image[sel.rows], emb.recipe[sel.rows], seed=seed)
+    log.info("t-SNE: drawing %s", out if out is not None else "tsne.png")
     out = Path(out) if out is not None else found.eval_dir(split) / "tsne.png"
     label = found.run.path.resolve().name if found.run else found.checkpoint.name
     title = (f"t-SNE of image and recipe embeddings: {label}, split {split!r}\n"

@@ -146,7 +146,11 @@ def test_evaluate_a_run_folder_writes_the_documented_report(run, prepared):
     assert ck["path"] == str((run / "best.pt").resolve()) and ck["run"] == str(run.resolve())
     assert ck["sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest() and ck["embedder"] == "ht_resnet18"
     emb = embed_split(load_embedder(run / "best.pt"), prepared, "test")
-    assert report["data"] == {"prepared": str(prepared.resolve()), "split": "test", "pairs": len(emb), "limit": None}
+    from recipekit.evaluation.corpus import corpus_fingerprint
+
+    assert report["data"] == {"prepared": str(prepared.resolve()), "fingerprint": corpus_fingerprint(prepared),
+                              "split": "test", "splits": ["test"], "pairs": len(emb), "split_pairs": {"test": len(emb)},
+                              "limit": None}
     proto = report["protocol"]
     assert {k: proto[k] for k in ("bag_size", "n_bags", "bag_size_large", "n_bags_large", "sampling", "seed",
                                   "image_pick")} == {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000,

@@ -355,3 +355,20 @@ def test_cli_index_and_search(trained_demo_run, index_dir, engine, tmp_path, mon
     assert res.exit_code == 0, res.output
     assert "indexed 600 recipes (exact)" in res.output and (tmp_path / "idx" / "meta.json").is_file()
     assert os.path.getsize(tmp_path / "idx" / "recipes.npy") > 0
+
+
+@pytest.mark.slow
+def test_list_classes_and_unknown_class_from_the_cli(trained_demo_run, index_dir, engine):
+    runner = CliRunner()
+    res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--list-classes", "--json"])
+    assert res.exit_code == 0, res.output
+    listed = json.loads(res.output)
+    assert [c["class"] for c in listed] == engine.classes() and all(c["recipes"] > 0 for c in listed)
+    res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--ingredients",
+                               _frequent(engine), "--class", "no such dish"])
+    line = res.output.strip()
+    assert res.exit_code != 0 and "\n" not in line and line.startswith("Error: unknown class 'no such dish'")
+    assert ("--list-classes" in line) if len(listed) > 20 else line.endswith(", ".join(engine.classes()))
+    res = runner.invoke(main, ["search", str(trained_demo_run), "--index", str(index_dir), "--ingredients",
+                               "zzqx, qqzz"])
+    assert res.exit_code != 0 and "2 unknown ingredients: 'zzqx'" in res.output and "'qqzz'" in res.output

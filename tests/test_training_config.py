@@ -128,3 +128,17 @@ def test_loss_options_are_checked_against_the_loss_class():
     assert cfg.loss.options == {"temperature": 0.05, "local_loss": True}
     with pytest.raises(ConfigError, match="InfoNCELoss takes"):
         load_config(MINIMAL, ["loss.name=infonce", "loss.margin=0.2"])
+
+
+def test_override_errors_name_the_set_and_suggest_the_key():
+    with pytest.raises(ConfigError) as info:
+        load_config("demo", ["train.epoch=3"])
+    message = str(info.value)
+    assert message.startswith("--set train.epoch=3: unknown key train.epoch (did you mean epochs? known: epochs,")
+    assert "demo.toml" not in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"^--set trian\.epochs=3: unknown section 'trian' \(did you mean train\? sections:"):
+        load_config("demo", ["trian.epochs=3"])
+    with pytest.raises(ConfigError, match=r"^--set train\.epochs=many: train\.epochs: expected an integer"):
+        load_config("demo", ["train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"unknown key train\.epoch \(did you mean epochs\? known"):  # in a file too
+        load_config({"data": {"prepared": "/p"}, "train": {"epoch": 3}})

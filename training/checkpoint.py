@@ -12,9 +12,9 @@ epoch, and the resolved config. Everything is plain containers and tensors, so i
 
 from __future__ import annotations
 
+import logging
 import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +22,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from recipekit.core.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "RESUMABLE_CHANGES", "TrainingState", "atomic_save", "capture_rng", "restore_rng",
            "generator_states", "load_checkpoint", "save_training_state", "restore_training_state",
@@ -158,8 +160,8 @@ def restore_training_state(blob: dict, state: TrainingState, *, rank: int, world
         state.scaler.load_state_dict(blob["scaler"])
     states = blob["rng"]
     if len(states) != world_size:
-        print(f"warning: checkpoint written by {len(states)} processes, resuming with {world_size}: the data "
-              "order and random draws will differ from an uninterrupted run", file=sys.stderr)
+        log.warning(f"warning: checkpoint written by {len(states)} processes, resuming with {world_size}: the data "
+                    "order and random draws will differ from an uninterrupted run")
     mine = states[rank % len(states)]
     restore_rng(mine["global"])
     restore_generators(state.losses, mine["generators"])

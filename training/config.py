@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import os
 import sys
@@ -207,11 +208,35 @@ def _section(cls: type, raw: Any, name: str, src: str):
         elif cls is LossConfig:
             extra[key] = value
         else:
-            raise ConfigError(f"{src}: unknown key {name}.{key} (known: {', '.join(names)})")
+            raise ConfigError(f"{src}: unknown key {name}.{key} ({_did_you_mean(key, names)}known: {', '.join(names)})")
     obj = cls(**kwargs)
     if cls is LossConfig:
         obj.options = extra
     return obj
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _check_override(path_parts: list[str], value: Any, text: str) -> None:
+    """An override names the ``--set`` the user typed (not the config file) when its key is unknown
+    (with the closest known key) or its value has the wrong type."""
+    section = path_parts[0]
+    if section not in _SECTIONS:
+        raise ConfigError(f"--set {text}: unknown section {section!r} "
+                          f"({_did_you_mean(section, list(_SECTIONS))}sections: {', '.join(_SECTIONS)})")
+    cls = _SECTIONS[section]
+    if len(path_parts) < 2 or cls is LossConfig:
+        return
+    names = [f.name for f in dataclasses.fields(cls)]
+    key = path_parts[1]
+    if key not in names:
+        raise ConfigError(f"--set {text}: unknown key {section}.{key} "
+                          f"({_did_you_mean(key, names)}known: {', '.join(names)})")
+    if len(path_parts) == 2:
+        check_type(value, _hints(cls)[key], f"--set {text}: {section}.{key}")
 
 
 def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
@@ -267,13 +292,12 @@ def load_config(source: str | os.PathLike | Mapping[str, Any] | TrainConfig,
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         name = str(path)
-    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
-    for key, value in items:
+    items = (((k, v, f"{k}={v!r}") for k, v in overrides.items()) if isinstance(overrides, Mapping)
+             else ((*parse_override(o), o.strip()) for o in overrides))
+    for key, value, typed in items:
         path_parts = key.split(".") if isinstance(key, str) else list(key)
-        text = ".".join(path_parts)
-        if path_parts[0] not in _SECTIONS:
-            raise ConfigError(f"override {text!r}: unknown section {path_parts[0]!r} (sections: {', '.join(_SECTIONS)})")
-        set_path(raw, path_parts, value, text)
+        _check_override(path_parts, value, typed)
+        set_path(raw, path_parts, value, ".".join(path_parts))
     cfg = from_dict(raw, name)
     if not isinstance(source, (TrainConfig, Mapping)):
         cfg.source = str(path.resolve())

@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from recipekit.pipeline.progress import bar_disabled
 from recipekit.core.io import atomic_path
 from recipekit.core.layout import Prepared
 
@@ -101,7 +102,7 @@ def _extract(model, urls: list[str], decoder_name: str, batch_size: int, device,
             pending.clear()
 
     try:
-        for sample in tqdm(_samples(urls), desc="features", unit="recipe", disable=not progress, leave=False):
+        for sample in tqdm(_samples(urls), desc="features", unit="recipe", disable=bar_disabled(not progress), leave=False):
             keys = image_keys(sample)
             if not keys:
                 raise ValueError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r} has no photo")

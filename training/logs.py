@@ -15,7 +15,8 @@ from typing import Any
 from recipekit.core.io import atomic_path
 from recipekit.core.layout import Run
 
-__all__ = ["RunLogger", "read_metrics", "plot_curves", "write_json", "write_environment"]
+__all__ = ["RunLogger", "curves_figure", "read_metrics", "plot_curves", "selected_epoch", "write_json",
+           "write_environment"]
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -49,8 +50,22 @@ def write_environment(run_dir: Path, *, device, world_size: int, backend, amp: s
         "resumed_at_epoch": resumed_at, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "batch": batch})
 
 
+def selected_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The epoch best.pt holds: the last one marked ``best`` in metrics.jsonl (None: none yet)."""
+    marked = [h["epoch"] for h in history if h.get("best")]
+    return marked[-1] if marked else None
+
+
 def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Training loss and validation medR (both directions) per epoch, as a PNG (Agg backend)."""
+    """Training loss and validation medR (both directions) per epoch, as a PNG (Agg backend); a dashed
+    vertical line marks the selected epoch (the one in best.pt)."""
+    fig = curves_figure(history)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def curves_figure(history: list[dict[str, Any]]):
+    """The matplotlib Figure behind :func:`plot_curves`."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -72,11 +87,15 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
             ax_med.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax_med.set_xlabel("epoch")
     ax_med.set_ylabel("validation medR (lower is better)")
-    if any(h.get("val") for h in history):
+    best = selected_epoch(history)
+    if best is not None:
+        for ax in (ax_loss, ax_med):
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"selected: epoch {best} (best.pt)")
+        ax_loss.legend()
+    if any(h.get("val") for h in history) or best is not None:
         ax_med.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    return fig
 
 
 class RunLogger:

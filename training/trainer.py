@@ -10,6 +10,7 @@ a DistributedDataParallel job; only rank 0 writes.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -24,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from recipekit.pipeline.progress import bar_disabled
 from recipekit.core.io import atomic_path
 from recipekit.core.layout import Run
 
@@ -32,6 +34,8 @@ from .config import ConfigError, TrainConfig, load_config
 from .distributed import DistInfo, barrier, broadcast_object, mean_over_ranks, setup, teardown
 from .logs import RunLogger, write_environment, write_json
 from .validate import is_better, validate
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TrainResult", "train"]
 
@@ -130,12 +134,12 @@ class _Run:
                               steps_per_epoch=self.steps_per_epoch, resumed_at=self.epoch if self.resume else None,
                               batch=data.batch_arithmetic(cfg, info.world_size))
             if cfg.log.progress:
-                print(data.describe_batch(data.batch_arithmetic(cfg, info.world_size)), file=sys.stderr, flush=True)
+                log.info(data.describe_batch(data.batch_arithmetic(cfg, info.world_size)))
             if self.grad_cache is not None and cfg.log.progress and self.model.image_tower.convolutional and not (
                     self.cached or all(build.backbone_frozen_at(cfg, self.model, e) for e in range(cfg.train.epochs))):
-                print(f"note: train.grad_cache_chunk = {cfg.train.grad_cache_chunk} with a fine-tuned convolutional "
-                      "backbone: its BatchNorm layers normalise each chunk with that chunk's statistics "
-                      "(docs/training.md, gradient cache)", file=sys.stderr, flush=True)
+                log.warning(f"note: train.grad_cache_chunk = {cfg.train.grad_cache_chunk} with a fine-tuned "
+                            "convolutional backbone: its BatchNorm layers normalise each chunk with that chunk's "
+                            "statistics (docs/training.md, gradient cache)")
 
     def _make_data(self) -> None:
         cfg, info = self.cfg, self.info
@@ -263,7 +267,7 @@ class _Run:
         counts: dict[str, float] = defaultdict(float)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         bar = tqdm(total=len(plan), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
-                   disable=not (cfg.log.progress and self.info.is_main), file=sys.stderr)
+                   disable=bar_disabled(not (cfg.log.progress and self.info.is_main)), file=sys.stderr)
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         for j, kind in enumerate(plan):
@@ -422,9 +426,9 @@ class _Run:
                 self.logger.epoch(record, self.global_step)
                 if info.is_main and cfg.log.progress:
                     v = metrics["image_to_recipe"] if metrics else None
-                    print(f"epoch {epoch + 1}/{cfg.train.epochs}: loss {record['loss']:.4f}, {record['seconds']:.1f}s"
-                          + (f", val medR {v['medR']:.1f} R@1 {v['R@1']:.1f}" if v else "")
-                          + (" (best)" if improved and v else ""), file=sys.stderr, flush=True)
+                    log.info(f"epoch {epoch + 1}/{cfg.train.epochs}: loss {record['loss']:.4f}, {record['seconds']:.1f}s"
+                             + (f", val medR {v['medR']:.1f} R@1 {v['R@1']:.1f}" if v else "")
+                             + (" (best)" if improved and v else ""))
                 self.epoch = epoch + 1
                 self._checkpoint(epoch)
         finally:

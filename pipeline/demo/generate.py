@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import zlib
 from bisect import bisect
 from collections.abc import Iterator
@@ -29,6 +29,8 @@ from random import Random
 from typing import NamedTuple
 
 from .render import ImageWriter, image_rel_path, load_vocabulary
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DemoRecipe", "iter_recipes", "write_demo_corpus"]
 
@@ -399,7 +401,7 @@ def write_demo_corpus(out, *, recipes: int = 1000, seed: int = 0, image_fraction
                 det_w.add(encode(rec.det))
                 counts["det_ingrs"] += 1
             if not quiet and (i + 1) % step == 0:
-                print(f"demo-data: {i + 1}/{recipes} recipes, {counts['images']} images", file=sys.stderr)
+                log.info("demo-data: %d/%d recipes, %d images", i + 1, recipes, counts["images"])
         counts["recipes"] = recipes
         renderer.finish()
         for w in writers:
@@ -417,5 +419,5 @@ def write_demo_corpus(out, *, recipes: int = 1000, seed: int = 0, image_fraction
                 t.unlink()
         raise
     if not quiet:
-        print(f"demo-data: wrote {counts} to {out}", file=sys.stderr)
+        log.info("demo-data: wrote %s to %s", counts, out)
     return counts
