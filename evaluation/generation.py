@@ -129,8 +129,10 @@ def generate(run: str | os.PathLike, recipe: str | os.PathLike | Mapping[str, An
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     run = Path(run)
-    checkpoint = run / "best.pt" if run.is_dir() else run
-    if not checkpoint.is_file():
+    from recipekit.embedders.modelfile import is_model_folder
+
+    checkpoint = run / "best.pt" if run.is_dir() and not is_model_folder(run) else run
+    if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: no such model (a run folder of `recipekit train` or a .pt file)")
     if isinstance(recipe, Mapping):
         data, source = recipe, "<recipe>"

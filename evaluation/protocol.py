@@ -119,14 +119,29 @@ def _prepared_from(config: dict[str, Any], path: Path) -> Path:
 
 
 def resolve_target(target: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test") -> EvalTarget:
-    """A run folder (``RUN/best.pt``) or an embedder file, and the prepared folder to read:
+    """A run folder (``RUN/best.pt``), a model folder (also ``hf-hub:ORG/NAME``, which needs
+    ``data``) or an embedder file, and the prepared folder to read:
     ``data`` when given, else ``data.prepared`` of ``config.resolved.json`` (in the run folder,
     or beside the file or one folder up). Errors name the missing path."""
-    target = Path(target)
+    from recipekit.embedders.modelfile import HF_PREFIX, is_model_folder, resolve_model
+
+    hub = isinstance(target, str) and target.startswith(HF_PREFIX)
+    target = resolve_model(target) if hub else Path(target)
     if not target.exists():
-        raise FileNotFoundError(f"{target}: no such run folder or checkpoint file")
+        raise FileNotFoundError(f"{target}: no such run folder, model folder or checkpoint file")
     run, config = None, None
-    if target.is_dir():
+    if hub and data is None:
+        raise ValueError(f"{target}: a hf-hub: model needs --data PREPARED")
+    if is_model_folder(target):  # model.safetensors + config.json (RUN/model, an export, a hub snapshot)
+        checkpoint = target
+        default_out = target.parent / "eval" / target.name / split
+        for folder in () if hub else (target, target.parent):
+            if (folder / RUN_CONFIG).is_file():
+                run, config = folder, _read_run_config(folder / RUN_CONFIG)
+                break
+        if config is None and data is None:
+            raise ValueError(f"{checkpoint}: a model folder needs --data PREPARED (no {RUN_CONFIG} in it or one folder up)")
+    elif target.is_dir():
         run, checkpoint = target, target / "best.pt"
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: missing (is {target} a run folder of `recipekit train`?)")
@@ -179,6 +194,10 @@ def split_location(found: EvalTarget, split: str, shards: str | os.PathLike | No
 
 
 def file_sha256(path: Path) -> str:
+    if Path(path).is_dir():  # a model folder: its config.json then model.safetensors
+        from recipekit.embedders.modelfile import model_digest
+
+        return model_digest(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -47,8 +47,12 @@ def _faiss():
 
 def resolve_run(run: str | os.PathLike) -> tuple[Path, Path]:
     """(checkpoint, default index folder) of a run folder (``RUN/best.pt``, ``RUN/index``) or of
-    an embedder file (``FILE``, ``FOLDER/index`` beside it)."""
+    an embedder file or model folder (``FILE``, ``FOLDER/index`` beside it)."""
+    from recipekit.embedders.modelfile import is_model_folder
+
     run = Path(run)
+    if is_model_folder(run):  # model.safetensors + config.json: the index goes beside it, as for a file
+        return run, run.parent / INDEX_DIR
     if run.is_dir():
         checkpoint = run / "best.pt"
         if not checkpoint.is_file():
