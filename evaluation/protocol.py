@@ -125,8 +125,8 @@ def resolve_target(target: str | os.PathLike, data: str | os.PathLike | None = N
     or beside the file or one folder up). Errors name the missing path."""
     from recipekit.embedders.modelfile import HF_PREFIX, is_model_folder, resolve_model
 
-    hub = isinstance(target, str) and target.startswith(HF_PREFIX)
-    target = resolve_model(target) if hub else Path(target)
+    hub = os.fspath(target).startswith(HF_PREFIX)
+    target = resolve_model(os.fspath(target)) if hub else Path(target)
     if not target.exists():
         raise FileNotFoundError(f"{target}: no such run folder, model folder or checkpoint file")
     run, config = None, None
