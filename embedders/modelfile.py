@@ -182,6 +182,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike | None = None) -> 
     from .model import load_embedder
 
     run = Path(run)
+    if not run.exists():
+        raise FileNotFoundError(f"{run}: no such run folder or .pt file")
     source = run / "best.pt" if run.is_dir() else run
     if not source.is_file():
         raise FileNotFoundError(f"{source}: missing (is {run} a run folder of `recipekit train` or a .pt file?)")

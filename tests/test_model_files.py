@@ -155,3 +155,33 @@ def test_eval_takes_a_model_folder(tmp_path):
         json.dumps({"data": {"prepared": str(tmp_path / "prepared")}}), encoding="utf-8")
     found = resolve_target(folder)  # RUN/model: the run's config one folder up names the data
     assert found.run == (tmp_path / "run").resolve() and found.prepared == (tmp_path / "prepared").resolve()
+
+
+def test_index_and_search_take_a_model_folder(tmp_path, tmp_path_factory):
+    pytest.importorskip("faiss")
+    pytest.importorskip("webdataset")
+    from click.testing import CliRunner
+
+    from recipekit.cli.main import main
+    from recipekit.search import SearchEngine
+    from recipekit.search.index import build_index
+
+    try:
+        from evalkit import prepared_folder, tiny_model
+    except ImportError:  # pragma: no cover
+        from tests.evalkit import prepared_folder, tiny_model
+    prepared = prepared_folder(tmp_path_factory)
+    (tmp_path / "run").mkdir()
+    tiny_model(prepared).save(tmp_path / "run" / "best.pt")
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "run")])
+    assert res.exit_code == 0 and f"wrote {tmp_path / 'run' / 'model'}" in res.output, res.output
+    folder = tmp_path / "run" / "model"
+    index = build_index(folder, prepared, device="cpu")
+    assert index == tmp_path / "run" / "index"
+    meta = json.loads((index / "meta.json").read_text(encoding="utf-8"))
+    assert meta["checkpoint"]["sha256"] == model_digest(folder)
+    engine = SearchEngine.open(folder)
+    rid = engine.images["recipe_id"][0]
+    assert engine.by_image(engine.image_bytes(rid, 0), k=3)
+    bad = CliRunner().invoke(main, ["export", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 1 and "nowhere: no such run folder or .pt file" in bad.output
