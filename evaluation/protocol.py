@@ -125,16 +125,19 @@ def resolve_target(target: str | os.PathLike, data: str | os.PathLike | None = N
     or beside the file or one folder up). Errors name the missing path."""
     from recipekit.embedders.modelfile import HF_PREFIX, is_model_folder, resolve_model
 
-    hub = os.fspath(target).startswith(HF_PREFIX)
-    target = resolve_model(os.fspath(target)) if hub else Path(target)
+    hub_name = os.fspath(target)
+    hub = hub_name.startswith(HF_PREFIX)
+    if hub and data is None:
+        raise ValueError(f"{hub_name}: a hf-hub: model needs --data PREPARED")
+    target = resolve_model(hub_name) if hub else Path(target)
     if not target.exists():
         raise FileNotFoundError(f"{target}: no such run folder, model folder or checkpoint file")
     run, config = None, None
-    if hub and data is None:
-        raise ValueError(f"{target}: a hf-hub: model needs --data PREPARED")
     if is_model_folder(target):  # model.safetensors + config.json (RUN/model, an export, a hub snapshot)
         checkpoint = target
         default_out = target.parent / "eval" / target.name / split
+        if hub:  # never inside the Hugging Face cache: ./eval/ORG--NAME[@REV]/SPLIT
+            default_out = Path.cwd() / "eval" / hub_name[len(HF_PREFIX):].replace("/", "--") / split
         for folder in () if hub else (target, target.parent):
             if (folder / RUN_CONFIG).is_file():
                 run, config = folder, _read_run_config(folder / RUN_CONFIG)

@@ -135,6 +135,15 @@ def test_hf_hub_names_load_from_a_local_cache_offline(tmp_path, monkeypatch):
     _same_outputs(model, load_embedder(f"hf-hub:acme/tiny-ht@{REV}", cache_dir=tmp_path / "hf"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # the hub's default cache
     assert resolve_model("hf-hub:acme/tiny-ht") == snapshot
+    from recipekit.evaluation.protocol import resolve_target
+
+    (tmp_path / "prepared").mkdir()
+    monkeypatch.chdir(tmp_path)
+    found = resolve_target(f"hf-hub:acme/tiny-ht@{REV}", tmp_path / "prepared")  # what `recipekit eval` calls
+    assert found.checkpoint == snapshot.resolve() and found.run is None
+    assert found.default_out == tmp_path / "eval" / f"acme--tiny-ht@{REV}" / "test"  # not inside the cache
+    with pytest.raises(ValueError, match="a hf-hub: model needs --data PREPARED"):
+        resolve_target("hf-hub:acme/tiny-ht")
     with pytest.raises(ModelNotFoundError, match=r"hf-hub:acme/other: not found on the Hugging Face Hub nor in the "
                                                  r"local cache") as info:
         load_embedder("hf-hub:acme/other", cache_dir=tmp_path / "hf")
