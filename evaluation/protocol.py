@@ -143,7 +143,8 @@ def resolve_target(target: str | os.PathLike, data: str | os.PathLike | None = N
                 run, config = folder, _read_run_config(folder / RUN_CONFIG)
                 break
         if config is None and data is None:
-            raise ValueError(f"{checkpoint}: a model folder needs --data PREPARED (no {RUN_CONFIG} in it or one folder up)")
+            raise ValueError(f"{checkpoint}: a model folder needs --data PREPARED "
+                             f"(no {RUN_CONFIG} in it or one folder up)")
     elif target.is_dir():
         run, checkpoint = target, target / "best.pt"
         if not checkpoint.is_file():

@@ -236,8 +236,8 @@ def test_vit_checkpoint_converts_to_the_reference_embeddings():
         x = torch.randn(1, 197, 768, generator=_gen(5))
         q = "image_encoder.backbone.blocks.0."
         y = F.layer_norm(x, (768,), sd[q + "norm1.weight"], sd[q + "norm1.bias"], eps=1e-6)
-        qq, kk, vv = F.linear(y, sd[q + "attn.qkv.weight"], sd[q + "attn.qkv.bias"]).reshape(1, 197, 3, 12,
-                                                                                               64).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(y, sd[q + "attn.qkv.weight"], sd[q + "attn.qkv.bias"]).reshape(1, 197, 3, 12, 64)
+        qq, kk, vv = qkv.permute(2, 0, 3, 1, 4)
         y = ((qq @ kk.transpose(-2, -1)) * 0.125).softmax(-1) @ vv
         x1 = x + F.linear(y.transpose(1, 2).reshape(1, 197, 768), sd[q + "attn.proj.weight"], sd[q + "attn.proj.bias"])
         y = F.layer_norm(x1, (768,), sd[q + "norm2.weight"], sd[q + "norm2.bias"], eps=1e-6)
