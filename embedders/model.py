@@ -294,7 +294,7 @@ def load_embedder(path: str | Path, map_location: Any = "cpu", *, channels_last:
         first = _first_sentence(exc)
         raise ValueError(f"{path}: a recipekit embedder file whose model cannot be rebuilt ({first})") from None
     model.config = copy.deepcopy(blob["config"])
-    if map_location is not None and path.is_dir():
+    if isinstance(map_location, (str, torch.device)) and path.is_dir():  # safetensors are read on the CPU
         model.to(map_location)
     model.image_tower.use_channels_last(channels_last)
     return model
