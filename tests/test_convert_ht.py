@@ -320,3 +320,26 @@ def test_cli_converts_a_checkpoint_file_that_eval_then_scores(tmp_path, tmp_path
     report = json.loads((tmp_path / "eval" / "ht-r50" / "test" / "eval.json").read_text(encoding="utf-8"))
     assert report["checkpoint"]["embedder"] == "ht_resnet50" and report["data"]["pairs"] == 8
 
+
+
+def test_markers_wrap_and_cut_each_sentence():
+    from recipekit.embedders import create_embedder
+
+    torch.manual_seed(0)
+    model = create_embedder("ht_resnet18", vocab=Vocabulary(WORDS), embed_dim=8, image={"weights": None},
+                            recipe={"hidden": 16, "heads": 2, "layers": 1, "ff_dim": 16, "max_len": 12, "markers": 6})
+    tower = model.recipe_tower
+    recipes = [{"title": "chop the onion and the tomato", "ingredients": [{"text": "salt"}], "instructions": []},
+               {"title": "", "ingredients": [{"text": "2 cups oil"}], "instructions": [{"text": "fry"}]}]
+    with torch.no_grad():
+        out = tower(model.collate(recipes))
+        # title: 6 words -> <start> + 5 words (cut to 6, no <end>); the empty title -> <start>, <end>
+        assert out["mask"][:, :6].tolist() == [[True] * 6, [True, True, False, False, False, False]]
+        ids = torch.tensor([[WORDS.index("salt") + 2, 0, 0]])
+        x, mask = tower._wrap(tower.embedding(ids), ids != 0)
+        assert mask.tolist() == [[True, True, True, False, False]]
+        assert torch.equal(x[0, 0], tower.marker[0]) and torch.equal(x[0, 2], tower.marker[1])
+        assert torch.equal(x[0, 1], tower.embedding.weight[WORDS.index("salt") + 2])
+    with pytest.raises(ValueError, match="markers must be 0 or between 2 and max_len"):
+        create_embedder("ht_resnet18", vocab=Vocabulary(WORDS), image={"weights": None}, recipe={"max_len": 12,
+                                                                                                "markers": 13})
