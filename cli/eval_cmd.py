@@ -49,8 +49,10 @@ def eval_cmd(target, split, data, shards, bag_size, n_bags, bag_size_large, n_ba
     """Score a trained model on a split: medR and R@1/5/10 in both directions, over bags of
     1k and 10k pairs (mean ± std), written to eval.json and eval.md (docs/evaluation.md).
 
-    RUN_OR_CHECKPOINT is a run folder of `recipekit train` (its best.pt) or an embedder file
-    (.pt, with --data unless a config.resolved.json sits beside it)."""
+    RUN_OR_CHECKPOINT is a run folder of `recipekit train` (its best.pt), a model folder
+    (model.safetensors + config.json: RUN/model, `recipekit export`, `recipekit convert`), an
+    embedder file (.pt), or hf-hub:ORG/NAME[@REVISION]; all but a run folder need --data unless a
+    config.resolved.json sits beside them (docs/models.md)."""
     from recipekit.evaluation import EvalProtocol, evaluate
 
     try:

@@ -197,6 +197,7 @@ def demo_cmd(out, recipes, seed, device, config, overrides, quiet):
 
 from .eval_cmd import eval_cmd  # noqa: E402  (each command lives in its own module)
 from .generate_cmd import generate_cmd  # noqa: E402
+from .model_cmd import convert_cmd, export_cmd  # noqa: E402
 from .serve_cmd import plot_cmd, serve_cmd  # noqa: E402
 from .search_cmd import index_cmd, search_cmd  # noqa: E402
 from .train_cmd import train_cmd  # noqa: E402
@@ -208,6 +209,8 @@ main.add_command(serve_cmd)
 main.add_command(index_cmd)
 main.add_command(search_cmd)
 main.add_command(generate_cmd)
+main.add_command(export_cmd)
+main.add_command(convert_cmd)
 
 
 if __name__ == "__main__":

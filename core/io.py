@@ -243,11 +243,15 @@ def remove_dead_tmp(folder: str | os.PathLike) -> list[Path]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes, read in blocks."""
+    """SHA-256 (hex) of a file's bytes, read in blocks; of a model folder (``model.safetensors`` +
+    ``config.json``), the digest of its config.json's then its weights' bytes."""
+    path = Path(path)
+    files = [path / "config.json", path / "model.safetensors"] if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(4 << 20), b""):
-            h.update(block)
+    for file in files:
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(4 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 

@@ -148,6 +148,16 @@ class Prepared:
         return cls(folder.parent.parent)
 
 
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "config.json"
+
+
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """A model folder: ``model.safetensors`` + ``config.json`` (``RUN/model``, an export, a hub snapshot)."""
+    path = Path(path)
+    return path.is_dir() and (path / MODEL_WEIGHTS).is_file() and (path / MODEL_CONFIG).is_file()
+
+
 @dataclass(frozen=True)
 class RunTarget:
     """What :meth:`Run.resolve` found: the embedder file, the run it belongs to (None for a lone
@@ -217,6 +227,7 @@ class Run:
     RESOLVED_CONFIG = "config.resolved.json"
     INDEX = "index"
     EVAL = "eval"
+    MODEL = "model"
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -237,6 +248,11 @@ class Run:
     def best(self) -> Path:
         """The best model on validation (an embedder file)."""
         return self.path / self.BEST
+
+    @property
+    def model(self) -> Path:
+        """The best model as a model folder (``model.safetensors`` + ``config.json``)."""
+        return self.path / self.MODEL
 
     @property
     def checkpoints(self) -> Path:
@@ -291,10 +307,15 @@ class Run:
 
     @classmethod
     def resolve(cls, target: str | os.PathLike) -> RunTarget:
-        """A run folder (its ``best.pt``) or an embedder file; the run of a file is the folder
-        beside it or one up that holds ``config.resolved.json``. ``FileNotFoundError`` naming
-        the path when there is no such folder or file, or the folder has no ``best.pt``."""
+        """A run folder (its ``best.pt``), a model folder (``model.safetensors`` + ``config.json``)
+        or an embedder file; the run of a file or model folder is the folder beside it or one up
+        that holds ``config.resolved.json``. ``FileNotFoundError`` naming the path when there is
+        no such folder or file, or the folder has no ``best.pt``."""
         target = Path(target)
+        if is_model_folder(target):  # outputs go beside it, as for a file: FOLDER/eval/model/SPLIT
+            owner = next((cls(folder) for folder in (target, target.parent)
+                          if cls(folder).resolved_config.is_file()), None)
+            return RunTarget(target, owner, target.parent, False)
         if target.is_dir():
             run = cls(target)
             if not run.best.is_file():
@@ -304,4 +325,4 @@ class Run:
             owner = next((cls(folder) for folder in (target.parent, target.parent.parent)
                           if cls(folder).resolved_config.is_file()), None)
             return RunTarget(target, owner, target.parent, False)
-        raise FileNotFoundError(f"{target}: no such run folder or checkpoint file")
+        raise FileNotFoundError(f"{target}: no such run folder, model folder or checkpoint file")

@@ -222,6 +222,12 @@ class JointEmbedder(nn.Module):
         words = self.vocab.words if isinstance(self.vocab, Vocabulary) else None
         torch.save({"format": "recipekit.embedder/1", "config": self.config, "vocab": words, "state_dict": self.state_dict()}, path)
 
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """A model folder: ``model.safetensors`` + ``config.json`` (:mod:`recipekit.embedders.modelfile`)."""
+        from .modelfile import save_model_folder
+
+        return save_model_folder(self, folder)
+
 
 def _first_sentence(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -259,14 +265,25 @@ def load_weights_file(path: str | Path, map_location: Any = "cpu", *, what: str 
     return blob
 
 
-def load_embedder(path: str | Path, map_location: Any = "cpu", *, channels_last: bool = True) -> JointEmbedder:
-    """Rebuild a :meth:`JointEmbedder.save` file (no weights are downloaded: the saved state
-    dict replaces whatever the config's ``weights`` named). ``channels_last``: a convolutional
-    image backbone is put in the channels-last memory format (faster on CPUs and GPUs, same
-    results up to rounding: :meth:`ImageTower.use_channels_last`)."""
-    blob = load_weights_file(path, map_location, what="embedder file")
-    if blob.get("format") != "recipekit.embedder/1":
-        raise ValueError(f"{path}: not a recipekit embedder file")
+def load_embedder(path: str | Path, map_location: Any = "cpu", *, channels_last: bool = True,
+                  cache_dir: str | Path | None = None) -> JointEmbedder:
+    """Rebuild a trained embedder named by ``path``: a model folder (``model.safetensors`` +
+    ``config.json``, :meth:`JointEmbedder.save_pretrained`), a :meth:`JointEmbedder.save` ``.pt``
+    file, a run folder of ``recipekit train`` (its ``model/``, else its ``best.pt``) or
+    ``hf-hub:ORG/NAME[@REVISION]`` (Hugging Face Hub; ``cache_dir``: its cache, default the
+    hub's own). See :mod:`recipekit.embedders.modelfile`. No backbone weights are downloaded:
+    the saved state dict replaces whatever the config's ``weights`` named. ``channels_last``: a
+    convolutional image backbone is put in the channels-last memory format (faster on CPUs and
+    GPUs, same results up to rounding: :meth:`ImageTower.use_channels_last`)."""
+    from .modelfile import read_model_folder, resolve_model
+
+    path = resolve_model(path, cache_dir=cache_dir)
+    if path.is_dir():
+        blob = read_model_folder(path)
+    else:
+        blob = load_weights_file(path, map_location, what="embedder file")
+        if blob.get("format") != "recipekit.embedder/1":
+            raise ValueError(f"{path}: not a recipekit embedder file")
     config = copy.deepcopy(blob["config"])
     config["image"] = {**config["image"], "weights": None, "weights_path": None}
     vocab = Vocabulary(blob["vocab"]) if blob["vocab"] is not None else None
@@ -281,5 +298,7 @@ def load_embedder(path: str | Path, map_location: Any = "cpu", *, channels_last:
         first = _first_sentence(exc)
         raise ValueError(f"{path}: a recipekit embedder file whose model cannot be rebuilt ({first})") from None
     model.config = copy.deepcopy(blob["config"])
+    if isinstance(map_location, (str, torch.device)) and path.is_dir():  # safetensors are read on the CPU
+        model.to(map_location)
     model.image_tower.use_channels_last(channels_last)
     return model

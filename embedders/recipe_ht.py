@@ -20,6 +20,12 @@ others are not built and the joint projection takes ``len(components) x hidden``
 
 A fully padded sequence (empty title, recipe without instructions) is attended with its
 first position unmasked (H-T's trick against NaNs) and pooled to a zero vector.
+
+``markers`` (default 0: none): when > 0, each title, ingredient line and instruction is wrapped
+in a learned start and end marker (``marker`` [2, width], rows start, end) and the wrapped
+sequence is cut to ``markers`` tokens, as the released H-T models read text (their vocabulary's
+``<start>`` / ``<end>``; 15 tokens, with ``max_tokens`` 14: see
+:mod:`recipekit.embedders.convert_ht`).
 """
 
 from __future__ import annotations
@@ -78,14 +84,20 @@ class HTRecipeTower(nn.Module):
         tanh: bool = True,
         embedding_matrix: np.ndarray | None = None,
         components: tuple[str, ...] | list[str] = COMPONENTS,
+        markers: int = 0,
     ):
         super().__init__()
         self.hidden = hidden
         self.components = check_components(components, COMPONENTS)
+        self.markers = int(markers)
+        if self.markers and not 2 <= self.markers <= max_len:
+            raise ValueError(f"markers must be 0 or between 2 and max_len ({max_len}), got {markers}")
         if vocab_size > 0:
             self.embedding = make_embedding(vocab_size, hidden, embedding_matrix)
             width = self.embedding.embedding_dim
             self.embed_proj = nn.Linear(width, hidden) if width != hidden else nn.Identity()
+            if self.markers:
+                self.marker = nn.Parameter(torch.randn(2, width) * 0.02)
 
         def enc():
             return PooledTransformer(hidden, heads, layers, ff_dim, dropout, max_len)
@@ -97,8 +109,26 @@ class HTRecipeTower(nn.Module):
 
     def encode_sentences(self, name: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Word-level encoding of ``ids`` [N, L] (0 = padding): (pooled [N, H], outputs [N, L, H])."""
-        x = self.embed_proj(self.embedding(ids))
-        return self.encoders[name](x, ids != 0)
+        x, mask = self.embedding(ids), ids != 0
+        if self.markers:
+            x, mask = self._wrap(x, mask)
+        return self.encoders[name](self.embed_proj(x), mask)
+
+    def _wrap(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start marker, the tokens, end marker; cut to ``markers`` positions."""
+        n, length, width = x.shape
+        lens = mask.sum(1)
+        out = x.new_zeros(n, length + 2, width)
+        out[:, 1 : length + 1] = x
+        out[:, 0] = self.marker[0].to(x.dtype)
+        out[torch.arange(n, device=x.device), lens + 1] = self.marker[1].to(x.dtype)
+        return out[:, : self.markers], self._marked_mask(mask)
+
+    def _marked_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The token mask of the wrapped (and cut) sequences of ``mask`` [N, L]."""
+        lens = mask.sum(1, keepdim=True)
+        positions = torch.arange(min(mask.shape[1] + 2, self.markers), device=mask.device).unsqueeze(0)
+        return positions < lens + 2
 
     def _nested(self, name: str, ids: torch.Tensor, lens: torch.Tensor):
         b, n, length = ids.shape
@@ -118,7 +148,7 @@ class HTRecipeTower(nn.Module):
             title = batch["title"]
             vecs["title"], t_out = self.encode_sentences("title", title)
             outs.append(t_out)
-            masks.append(title != 0)
+            masks.append(self._marked_mask(title != 0) if self.markers else title != 0)
         for name in COMPONENTS[1:]:
             if name in self.components:
                 vecs[name], out, mask = self._nested(name, batch[name], batch[f"{name}_len"])

@@ -39,7 +39,7 @@ _TOP = ("embed_dim", "description", "source")
 _IMAGE_KEYS = {"backbone", "image_size", "weights", "weights_path", "tanh", "freeze_backbone"}
 _RECIPE_KEYS = {
     "je": {"word_dim", "ingredient_hidden", "sentence_dim", "instruction_hidden", "tanh", "components", "packed"},
-    "ht": {"hidden", "heads", "layers", "ff_dim", "dropout", "max_len", "tanh", "components"},
+    "ht": {"hidden", "heads", "layers", "ff_dim", "dropout", "max_len", "tanh", "components", "markers"},
     "minilm": {"hidden", "heads", "layers", "ff_dim", "dropout", "max_len", "tanh", "freeze_encoder", "components"},
 }
 _TOKEN_KEYS = {"max_ingredients", "max_instructions", "max_tokens"}

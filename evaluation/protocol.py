@@ -20,7 +20,8 @@ from typing import Any
 
 from recipekit.core.device import resolve_device
 from recipekit.core.io import file_sha256
-from recipekit.core.layout import Prepared, Run
+from recipekit.core.layout import Prepared, Run, RunTarget
+from recipekit.embedders.modelfile import HF_PREFIX, resolve_model
 
 from .corpus import check_not_other_corpus, corpus_fingerprint, corpus_out, parse_splits, split_label
 from .embed import IMAGE_PICKS, SplitEmbeddings, embed_split
@@ -107,15 +108,25 @@ class EvalResult:
 
 
 def resolve_target(target: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test") -> EvalTarget:
-    """A run folder (``RUN/best.pt``) or an embedder file, and the prepared folder to read:
+    """A run folder (``RUN/best.pt``), a model folder (also ``hf-hub:ORG/NAME``, which needs
+    ``data``) or an embedder file, and the prepared folder to read:
     ``data`` when given, else ``data.prepared`` of ``config.resolved.json`` (in the run folder,
-    or beside the file or one folder up): :meth:`recipekit.core.Run.resolve`. Errors name the
-    missing path."""
-    found = Run.resolve(target)
+    or beside the file or one folder up; a model folder; or ``hf-hub:ORG/NAME[@REV]``, which needs
+    ``data`` and writes under ``./eval/ORG--NAME/SPLIT``): :meth:`recipekit.core.Run.resolve`.
+    Errors name the missing path."""
+    name = os.fspath(target)
+    if name.startswith(HF_PREFIX):  # never inside the Hugging Face cache
+        if data is None:
+            raise ValueError(f"{name}: a hf-hub: model needs --data PREPARED")
+        found = RunTarget(resolve_model(name), None, Path.cwd(), False)
+        default_out = Path.cwd() / "eval" / name[len(HF_PREFIX):].replace("/", "--") / split
+    else:
+        found = Run.resolve(target)
+        default_out = found.eval_dir(split)
     config = found.run_config()
     prepared = found.prepared(data, config)
     return EvalTarget(found.checkpoint.resolve(), prepared.resolve(), found.run.path.resolve() if found.run else None,
-                      config, found.eval_dir(split))
+                      config, default_out)
 
 
 def split_location(found: EvalTarget, split: str, shards: str | os.PathLike | None = None, *,

@@ -49,7 +49,7 @@ def _faiss():
 
 def resolve_run(run: str | os.PathLike) -> tuple[Path, Path]:
     """(checkpoint, default index folder) of a run folder (``RUN/best.pt``, ``RUN/index``) or of
-    an embedder file (``FILE``, ``FOLDER/index`` beside it)."""
+    an embedder file or model folder (``FILE``, ``FOLDER/index`` beside it)."""
     try:
         found = Run.resolve(run)
     except FileNotFoundError as exc:

@@ -119,6 +119,9 @@ def test_run_folder_layout(straight_run, prepared):
     assert best["epoch"] == 1 + key.index(min(key)) == straight_run.best_epoch and best["split"] == "val"
     model = load_embedder(straight_run.best_path)
     assert model.embed_dim == 16
+    folder = load_embedder(run / "model")  # the model folder written beside best.pt holds the same weights
+    assert sorted(p.name for p in (run / "model").iterdir()) == ["config.json", "model.safetensors"]
+    assert all(torch.equal(v, folder.state_dict()[k]) for k, v in model.state_dict().items())
     blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert blob["epoch"] == 2 and blob["best"]["epoch"] == best["epoch"] and len(blob["rng"]) == 1
 

@@ -100,7 +100,7 @@ def run_full_demo(out: str | os.PathLike, *, recipes: int = 2000, seed: int = 0,
         f"Trained the `{config}` config (recipekit/configs/{config}.toml) on CPU: {result.epochs} epochs in "
         f"{seconds['train']:.0f} s; best epoch {result.best_epoch} by validation medR"
         + (f" (val image->recipe medR {val['medR']:.1f}, R@1 {val['R@1']:.1f}%)." if val else "."),
-        f"Run folder: {run_dir} (metrics.jsonl, curves.png, tensorboard/, best.pt)",
+        f"Run folder: {run_dir} (metrics.jsonl, curves.png, tensorboard/, best.pt, model/)",
         "",
         render_table(evaluation.report).rstrip(),
         "",

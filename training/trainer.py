@@ -376,6 +376,7 @@ class _Run:
     def _save_best(self, epoch: int, metrics: dict | None) -> None:
         with atomic_path(self.best_path) as tmp:
             self.model.save(tmp)
+        self.model.save_pretrained(Run(self.run_dir).model)  # the same model as safetensors + config.json
         self.best = {"epoch": epoch + 1, "val": metrics}
         note = None if metrics else "no validation (train.val_every = 0): the latest epoch's model"
         write_json(Run(self.run_dir).best_json, {**self.best, "select": self.cfg.train.select, "note": note,
