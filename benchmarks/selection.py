@@ -4,6 +4,7 @@
     python benchmarks/selection.py --write                               # recipes-en and recipes-zh, H-T and AdaMine
     python benchmarks/selection.py --corpus recipes-en --methods ht --seeds 0 1 2
     python benchmarks/selection.py --render --write                      # the section again from selection.json
+    python benchmarks/selection.py --reuse --write                       # keep the runs an earlier call finished
 
 Every run is a results.py run (benchmarks/results.py: same corpora under ``--work``, same cached
 features, same config) with only ``train.select`` / ``train.select_window`` changed. The rule does
@@ -53,7 +54,15 @@ def check_real_small(cfg: dict) -> None:
         raise SystemExit(f"configs/real_small.toml differs from results.py's H-T config: {diff}")
 
 
-def run_one(corpus: str, method: str, seed: int, rule: str, work: Path, protocol) -> dict:
+def _same_config(run: Path, cfg: dict) -> bool:
+    from recipekit.training.config import load_config
+
+    path = run / "config.resolved.json"
+    return path.exists() and json.loads(path.read_text(encoding="utf-8")) == json.loads(
+        json.dumps(load_config(cfg).to_dict()))
+
+
+def run_one(corpus: str, method: str, seed: int, rule: str, work: Path, protocol, reuse: bool = False) -> dict:
     import shutil
 
     from recipekit.evaluation import evaluate
@@ -65,20 +74,24 @@ def run_one(corpus: str, method: str, seed: int, rule: str, work: Path, protocol
         check_real_small(cfg)
     cfg["train"]["select"], cfg["train"]["select_window"] = RULES[rule]
     run = work / corpus / "runs" / f"sel-{method}-{rule}-s{seed}"
-    if run.exists():
-        shutil.rmtree(run)
-    t0 = time.perf_counter()
-    result = train(cfg, run, device="cpu")
-    train_s = time.perf_counter() - t0
-    ev = evaluate(run, split="test", protocol=protocol, device="cpu", batch_size=32)
-    (run / "checkpoints" / "last.pt").unlink(missing_ok=True)
-    test = ev.report["bags"][0]
-    out = {"corpus": corpus, "method": method, "seed": seed, "rule": rule, "epoch": result.best_epoch,
+    done = run / "eval" / "test" / "eval.json"
+    if reuse and done.exists() and _same_config(run, cfg):  # finished earlier with this config
+        test, epoch, train_s = json.loads(done.read_text(encoding="utf-8"))["bags"][0], None, None
+        epoch = json.loads((run / "best.json").read_text(encoding="utf-8"))["epoch"]
+    else:
+        if run.exists():
+            shutil.rmtree(run)
+        t0 = time.perf_counter()
+        epoch = train(cfg, run, device="cpu").best_epoch
+        train_s = time.perf_counter() - t0
+        test = evaluate(run, split="test", protocol=protocol, device="cpu", batch_size=32).report["bags"][0]
+        (run / "checkpoints" / "last.pt").unlink(missing_ok=True)
+    out = {"corpus": corpus, "method": method, "seed": seed, "rule": rule, "epoch": epoch,
            "train_s": train_s, "test": {d: {m: test[d][m]["mean"] for m in ("medR", "R@1", "R@5", "R@10")}
                                         for d in ("image_to_recipe", "recipe_to_image")}}
     R.log(f"[{corpus}] {method} {rule} seed {seed}: epoch {out['epoch']}, test i->r medR "
           f"{out['test']['image_to_recipe']['medR']:.1f}, r->i medR {out['test']['recipe_to_image']['medR']:.1f} "
-          f"({train_s:.0f} s)")
+          + (f"({train_s:.0f} s)" if train_s is not None else "(reused)"))
     return out
 
 
@@ -140,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "bench-out" / "results")
     ap.add_argument("--write", action="store_true", help="replace the results-selection section of docs/results.md")
     ap.add_argument("--render", action="store_true", help="no runs: the section from WORK/selection.json")
+    ap.add_argument("--reuse", action="store_true", help="keep the run folders already finished with the same config")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     out_json = args.work / "selection.json"
@@ -161,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 for seed in args.seeds:
                     for rule in args.rules:
-                        runs.append(run_one(corpus, method, seed, rule, args.work, protocol))
+                        runs.append(run_one(corpus, method, seed, rule, args.work, protocol, args.reuse))
         data = {"meta": {"machine": machine() + f"; torch {torch.__version__} on {torch.get_num_threads()} thread(s), "
                          "CPU only", "date": today(), "load_start": load0, "load_end": load_average(),
                          "command": " ".join(["python", "benchmarks/selection.py", *sys.argv[1:]]),
