@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "bench-out" / "results")
     ap.add_argument("--write", action="store_true", help="replace the results-selection section of docs/results.md")
     ap.add_argument("--render", action="store_true", help="no runs: the section from WORK/selection.json")
+    ap.add_argument("--pairs", nargs="+", default=None, metavar="CORPUS:METHOD",
+                    help="only these corpus:method pairs (instead of every --corpus x --methods)")
     ap.add_argument("--reuse", action="store_true", help="keep the run folders already finished with the same config")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -168,11 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         protocol = EvalProtocol(bag_size=1000, n_bags=10, n_bags_large=0)
         t0, load0 = time.perf_counter(), load_average()
         runs = []
+        pairs = [tuple(p.split(":")) for p in args.pairs] if args.pairs else [(c, m) for c in args.corpus
+                                                                              for m in args.methods]
+        args.corpus = [c for c in CORPORA if any(p[0] == c for p in pairs)]
+        args.methods = [m for m in R.LEARNED if any(p[1] == m for p in pairs)]
         for corpus in args.corpus:
             prepared = R.prepare_corpus(corpus, args.work)
             for split in ("train", "val"):  # the shared feature cache, as results.py
                 R.first_photo_features(prepared, args.work / corpus / "features", split)
-            for method in args.methods:
+            for method in [m for m in args.methods if (corpus, m) in pairs]:
                 for seed in args.seeds:
                     for rule in args.rules:
                         runs.append(run_one(corpus, method, seed, rule, args.work, protocol, args.reuse))
