@@ -108,7 +108,9 @@ def render(data: dict) -> str:
         f"Machine: {meta['machine']}. Date: {meta['date']}. Load average (1/5/15 min) at start and end: "
         f"{meta['load_start']}; {meta['load_end']} (shared machine).",
         "",
-        f"Command: `{meta['command']}` ({meta['wall_s'] / 60:.1f} min).",
+        f"Command: `{meta['command']}` ({meta['wall_s'] / 60:.1f} min"
+        + (f"; {sum(r['train_s'] is None for r in runs)} of the {len(runs)} runs were finished by earlier calls and "
+           "reused, their time not counted)." if any(r["train_s"] is None for r in runs) else ")."),
         "",
         f"Each row: one method, one corpus, one rule, seeds {', '.join(map(str, seeds))}; every other setting is "
         "the corpus's table above (a seed's training is the same under every rule; only the kept epoch "
