@@ -19,10 +19,9 @@ vectors (chance), and CCA on frozen features fitted on the train pairs (``reg`` 
 on val). With ``--write`` each corpus's section of docs/results.md (between its markers) is
 replaced; the raw numbers are also kept in ``WORK/CORPUS/results.json``.
 
-The MiniLM sentence encoder of the ``minilm`` tower is frozen and in eval mode, so its output for
-a sentence never changes: the script memoises it per sentence (:func:`memoise_minilm`) instead of
-re-running it every epoch. That changes no result beyond float rounding and makes the real-corpus
-runs about 10x faster on CPU.
+The MiniLM sentence encoder of the ``minilm`` tower is frozen, so the trainer computes its output
+once per sentence (``train.text_cache``, on by default; one cache per process, shared by the runs
+here, which all use the same encoder).
 """
 
 from __future__ import annotations
@@ -170,48 +169,6 @@ def shard_recipes(prepared: Path, split: str) -> dict[str, dict]:
                 if m.name.endswith(".json"):
                     out[m.name[:-5]] = json.loads(tf.extractfile(m).read().decode("utf-8"))
     return out
-
-
-# -- the MiniLM memo ----------------------------------------------------------------------------
-_MINILM_MEMO: dict[tuple[int, ...], Any] = {}
-
-
-def memoise_minilm() -> None:
-    """Memoise the frozen MiniLM's token outputs per sentence (keyed by its WordPiece ids).
-
-    The encoder is frozen and in eval mode in every run here, so a sentence's outputs are fixed;
-    new sentences are encoded (without padding beyond the longest of them) and stored, known ones
-    read back. A trainable or training-mode encoder falls through to the original code."""
-    import torch
-
-    from recipekit.embedders.sentence import MiniLMRecipeTower
-
-    if getattr(MiniLMRecipeTower, "_results_memo", False):
-        return
-    original = MiniLMRecipeTower._minilm
-
-    def cached(self, ids):
-        if not self.freeze_encoder or self.sentence_encoder.training:
-            return original(self, ids)
-        mask = ids != 0
-        keys = [tuple(row[:n]) for row, n in zip(ids.tolist(), mask.sum(1).tolist())]
-        todo = sorted({k for k in keys if k and k not in _MINILM_MEMO})
-        if todo:
-            batch = torch.zeros(len(todo), max(map(len, todo)), dtype=ids.dtype, device=ids.device)
-            for i, k in enumerate(todo):
-                batch[i, : len(k)] = torch.tensor(k, dtype=ids.dtype)
-            with torch.no_grad():
-                out, _ = original(self, batch)
-            for i, k in enumerate(todo):
-                _MINILM_MEMO[k] = out[i, : len(k)].detach().cpu()
-        res = torch.zeros(*ids.shape, self.sentence_encoder.config.hidden_size, device=ids.device)
-        for i, k in enumerate(keys):
-            if k:
-                res[i, : len(k)] = _MINILM_MEMO[k].to(ids.device)
-        return res, mask
-
-    MiniLMRecipeTower._minilm = cached
-    MiniLMRecipeTower._results_memo = True
 
 
 # -- configs ------------------------------------------------------------------------------------
@@ -970,7 +927,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    memoise_minilm()
     if args.gan:
         for corpus in (CORPORA if args.corpus == "all" else (args.corpus,)):
             body = run_gan(args.gan, corpus, args.seeds, args.epochs, args.work)

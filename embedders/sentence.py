@@ -90,6 +90,7 @@ class MiniLMRecipeTower(HTRecipeTower):
         width = self.sentence_encoder.config.hidden_size
         self.sentence_proj = nn.Linear(width, hidden)
         self.freeze_encoder = bool(freeze_encoder)
+        self.text_cache = None  # the trainer's cache of the frozen encoder (training/textcache.py)
         if self.freeze_encoder:
             self.sentence_encoder.requires_grad_(False)
             self.sentence_encoder.eval()
@@ -106,7 +107,9 @@ class MiniLMRecipeTower(HTRecipeTower):
         return out, mask
 
     def encode_sentences(self, name: str, ids: torch.Tensor):
-        if self.freeze_encoder:
+        if self.freeze_encoder and self.text_cache is not None:
+            out, mask = self.text_cache.lookup(self, ids, pooled=name != "title"), ids != 0
+        elif self.freeze_encoder:
             with torch.no_grad():
                 out, mask = self._minilm(ids)
         else:
@@ -114,5 +117,5 @@ class MiniLMRecipeTower(HTRecipeTower):
         if name == "title":
             # title: token outputs -> hidden, then H-T's title transformer over them
             return self.title_encoder(self.sentence_proj(out), mask)
-        pooled = masked_mean(out, mask)
+        pooled = out if out.dim() == 2 else masked_mean(out, mask)
         return self.sentence_proj(pooled), None

@@ -115,8 +115,14 @@ def test_run_folder_layout(straight_run, prepared):
         assert r["val"]["pairs"] == 42 and set(r["val"]["image_to_recipe"]) == {"medR", "R@1", "R@5", "R@10"}
         assert r["images_per_s"] > 0 and r["step"] > 0 and r["loss"] == pytest.approx(r["loss_pair"])
     best = json.loads((run / "best.json").read_text())
-    key = [(r["val"]["image_to_recipe"]["medR"], -r["val"]["image_to_recipe"]["R@1"]) for r in lines]
-    assert best["epoch"] == 1 + key.index(min(key)) == straight_run.best_epoch and best["split"] == "val"
+    from recipekit.training.validate import Selector  # the configured rule replayed on the validations
+
+    t = resolved["train"]
+    assert (best["select"], best["select_window"]) == (t["select"], t["select_window"])
+    selector = Selector(t["select"], t["select_window"])
+    kept = [i + 1 for i, r in enumerate(lines) if selector.offer(r["val"], final=i + 1 == len(lines))]
+    assert best["epoch"] == kept[-1] == straight_run.best_epoch and best["split"] == "val"
+    assert best["score"] == pytest.approx(list(selector.best_score))
     model = load_embedder(straight_run.best_path)
     assert model.embed_dim == 16
     folder = load_embedder(run / "model")  # the model folder written beside best.pt holds the same weights

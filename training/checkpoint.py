@@ -34,7 +34,8 @@ FORMAT = "recipekit.train-checkpoint/1"
 # Keys that may differ between a checkpoint's config and the config of the run resuming it.
 RESUMABLE_CHANGES = ("train.epochs", "train.val_every", "ddp.timeout_minutes", "ddp.find_unused_parameters",
                      "data.val_batch_size", "log.progress", "log.tensorboard", "log.curves", "log.log_every",
-                     "data.shards", "data.train_shards", "data.val_shards")  # the same shards, moved
+                     "data.shards", "data.train_shards", "data.val_shards",  # the same shards, moved
+                     "train.text_cache")  # the same values up to float rounding
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -180,6 +181,7 @@ def check_resume_config(saved: dict, cfg) -> None:
     old, new = _flat(saved), _flat(cfg.to_dict())
     if "gan" not in saved and cfg.gan.method == "none":  # a checkpoint from before the [gan] section
         old.update({k: v for k, v in new.items() if k.startswith("gan.")})
+    old.setdefault("train.select_window", 1)  # a checkpoint from before the key: one validation per score
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)

@@ -108,7 +108,9 @@ class TrainSection:
     val_limit: int = 0  # validate on the first N val pairs; 0 = all
     val_bag_size: int = 1000  # model selection: bags of this many val pairs ...
     val_bags: int = 10  # ... this many of them (one bag of all pairs when the split is smaller)
-    select: str = "image_to_recipe"  # selection direction: image_to_recipe | mean (of both)
+    select: str = "image_to_recipe"  # selection rule: image_to_recipe | mean (medR, R@1) | rsum (sum of recalls, both ways)
+    select_window: int = 1  # the rule's score averaged over the last N validations (the window's last epoch is kept)
+    text_cache: bool = True  # a frozen sentence encoder's outputs computed once per sentence (training/textcache.py)
     grad_cache_chunk: int = 0  # gradient cache: the whole batch's loss, activations of N samples at a time; 0 = off
     freeze_schedule: str = "fixed"  # fixed: freeze_backbone_epochs only | alternate: im2recipe's branch swaps (docs)
     freeze_patience: int = 1  # alternate: validations without improvement before the first swap (im2recipe: 1)

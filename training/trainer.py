@@ -33,7 +33,7 @@ from . import build, checkpoint, data
 from .config import ConfigError, TrainConfig, load_config
 from .distributed import DistInfo, barrier, broadcast_object, mean_over_ranks, setup, teardown
 from .logs import RunLogger, write_environment, write_json
-from .validate import is_better, validate
+from .validate import Selector, selection_key, validate
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,15 @@ class _Run:
                 self.adv.load_state_dict(blob["extra"]["adversarial"])
         self.ddp = None
         self._wrap()
+        from .textcache import attach_text_cache  # train.text_cache: a frozen sentence encoder runs once per sentence
+
+        self.text_cache = attach_text_cache(self.model) if cfg.train.text_cache else None
         self.logger = RunLogger(self.run_dir, enabled=info.is_main, tensorboard=cfg.log.tensorboard,
                                 curves=cfg.log.curves, resume_epoch=self.epoch, resume_step=self.global_step)
+        best = self.best or {}
+        self.selector = Selector(cfg.train.select, cfg.train.select_window,  # a resumed run's validations so far
+                                 [selection_key(h["val"], cfg.train.select) for h in self.logger.history if h.get("val")],
+                                 best.get("score") or (selection_key(best["val"], cfg.train.select) if best.get("val") else None))
         if info.is_main:
             write_environment(self.run_dir, device=self.dev, world_size=info.world_size, backend=info.backend,
                               amp=self.amp.name, channels_last=self.channels_last, cache_features=self.cached,
@@ -377,10 +384,11 @@ class _Run:
         with atomic_path(self.best_path) as tmp:
             self.model.save(tmp)
         self.model.save_pretrained(Run(self.run_dir).model)  # the same model as safetensors + config.json
-        self.best = {"epoch": epoch + 1, "val": metrics}
+        score = list(self.selector.best_score) if metrics else None
+        self.best = {"epoch": epoch + 1, "val": metrics, **({"score": score} if score else {})}
         note = None if metrics else "no validation (train.val_every = 0): the latest epoch's model"
         write_json(Run(self.run_dir).best_json, {**self.best, "select": self.cfg.train.select, "note": note,
-                                                "split": "val"})
+                                                "select_window": self.cfg.train.select_window, "split": "val"})
 
     def _checkpoint(self, epoch: int) -> None:
         extra = {"adversarial": self.adv.state_dict()} if self.adv is not None else None
@@ -413,8 +421,8 @@ class _Run:
                     val_s = time.perf_counter() - t0
                 improved = False
                 if info.is_main:
-                    if cfg.train.val_every == 0 or (metrics is not None and is_better(
-                            metrics, (self.best or {}).get("val"), cfg.train.select)):
+                    if cfg.train.val_every == 0 or (metrics is not None and self.selector.offer(
+                            metrics, final=epoch + 1 == cfg.train.epochs)):
                         self._save_best(epoch, metrics)
                         improved = True
                 self.best = broadcast_object(self.best, info)  # every rank keeps the same best-so-far
