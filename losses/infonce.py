@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .registry import register_loss
+
 __all__ = ["InfoNCELoss", "gather_features"]
 
 
@@ -108,3 +110,9 @@ class InfoNCELoss(nn.Module):
             logits_r = logits_v.t()
             target = torch.arange(b, device=v.device)
         return 0.5 * (F.cross_entropy(logits_v, target) + F.cross_entropy(logits_r, target))
+
+
+@register_loss("infonce", options=InfoNCELoss)
+def _infonce(*, rank: int = 0, world_size: int = 1, **options) -> InfoNCELoss:
+    """CLIP's symmetric InfoNCE; the trainer supplies this process's rank and the world size."""
+    return InfoNCELoss(rank=rank, world_size=world_size, **options)

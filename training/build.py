@@ -12,7 +12,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from recipekit.losses import DynamicMargin, create_loss, loss_spec
+
 from .config import ConfigError, TrainConfig
+from .data import num_classes
 from .distributed import DistInfo, gather_labels, gather_with_local_grad, scale_grad
 
 __all__ = ["build_model", "build_losses", "build_optimizer", "LRFactor", "AmpSettings", "amp_settings",
@@ -56,27 +59,19 @@ def build_model(cfg: TrainConfig):
 
 
 def build_losses(cfg: TrainConfig, model, info: DistInfo):
-    """(image-recipe loss, H-T recipe loss or None)."""
-    from recipekit.losses import DynamicMargin, create_loss
-
-    from .data import num_classes
-
+    """(image-recipe loss, H-T recipe loss or None). The loss's builder gets the run quantities
+    it declares (:data:`recipekit.losses.RUN_KEYS`), and only those."""
     lc = cfg.loss
     kwargs = dict(lc.options)
     if lc.dynamic_margin is not None:
         kwargs["margin"] = DynamicMargin(**{k: float(v) for k, v in lc.dynamic_margin.items()})
-    if lc.name.startswith("pairwise"):
-        kwargs.setdefault("embed_dim", model.embed_dim)
-    from recipekit.losses.registry import _LOSSES
-
-    if kwargs.get("num_classes", _LOSSES.get(lc.name, ("", "", {}))[2].get("num_classes")) == "auto":
-        kwargs["num_classes"] = num_classes(Path(cfg.data.prepared))  # a classification head (pairwise, adamine_ins_cls)
-    if kwargs.get("num_classes"):
-        kwargs.setdefault("embed_dim", model.embed_dim)
-    if lc.name == "infonce":
-        kwargs.update(rank=info.rank, world_size=info.world_size)
+    prepared = Path(cfg.data.prepared)
+    run = {"embed_dim": lambda: model.embed_dim, "num_classes": lambda: num_classes(prepared),
+           "rank": lambda: info.rank, "world_size": lambda: info.world_size, "vocab": lambda: model.vocab}
     try:
-        loss = create_loss(lc.name, **kwargs)
+        loss = loss_spec(lc.name).build(kwargs, run)
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"[loss] {lc.name}: {exc}") from None
     recipe_loss = None

@@ -31,14 +31,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .checks import validate
+from .config_keys import LOSS_TRAINER_KEYS, ConfigError
+
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "TrainSection", "DDPConfig",
     "LogConfig", "GanConfig", "TrainConfig", "load_config", "parse_override", "LOSS_TRAINER_KEYS",
 ]
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the source and the key."""
 
 
 @dataclass
@@ -66,10 +65,6 @@ class ModelConfig:
     embedder: str = "ht_resnet50"  # a registered embedder (recipekit.embedders.list_embedders())
     word2vec: bool = True  # initialise the word embeddings from PREPARED/word2vec/vectors.npy
     overrides: dict = field(default_factory=dict)  # passed to create_embedder(embedder, **overrides)
-
-
-LOSS_TRAINER_KEYS = ("name", "dynamic_margin", "recipe_weight", "recipe_margin", "matching_weight")
-_RESERVED_LOSS_KWARGS = ("rank", "world_size")  # set by the trainer (DDP)
 
 
 @dataclass
@@ -115,6 +110,7 @@ class TrainSection:
     freeze_patience: int = 1  # alternate: validations without improvement before the first swap (im2recipe: 1)
     freeze_patience_after: int = 3  # alternate: ... before each later swap (im2recipe: 3)
     alternate_split: str = "backbone"  # alternate: backbone (vs the rest, im2recipe) | towers (image vs recipe tower)
+    plugins: list = field(default_factory=list)  # module names imported first: the user's own losses, towers, metrics
 
 
 @dataclass
@@ -247,6 +243,10 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if hint is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return list(value)
     if hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
@@ -289,8 +289,6 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
         value = getattr(cfg.data, key)
         if value and "://" not in value and not value.startswith("pipe:"):
             setattr(cfg.data, key, os.path.abspath(os.path.expanduser(value)))
-    from .checks import validate
-
     validate(cfg, source)
     return cfg
 
