@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from .image import ImageTower, preprocess
 from .matching import MatchingHead
+from .registry import recipe_tower_spec
 from .text import Vocabulary, collate_recipes, tokenise_recipe
 
 __all__ = ["JointEmbedder", "EmbedderOutput", "load_embedder"]
@@ -38,26 +39,10 @@ class EmbedderOutput:
 
 
 def _build_recipe_tower(cfg: dict, embed_dim: int, vocab, matrix):
-    kind = cfg["tower"]
+    """The registered recipe tower ``cfg["tower"]``, given what its builder declares."""
     kw = {k: v for k, v in cfg.items() if k not in ("tower", "max_ingredients", "max_instructions", "max_tokens")}
-    if kind == "minilm":
-        from .sentence import MiniLMRecipeTower
-
-        return MiniLMRecipeTower(embed_dim=embed_dim, **kw)
-    if vocab is None:
-        raise ValueError(
-            f"the {kind!r} recipe tower needs a vocabulary: create_embedder(..., "
-            "vocab=Vocabulary.from_file('word2vec/vocab.txt'))"
-        )
-    if kind == "je":
-        from .recipe_je import JERecipeTower
-
-        return JERecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=matrix, **kw)
-    if kind == "ht":
-        from .recipe_ht import HTRecipeTower
-
-        return HTRecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=matrix, **kw)
-    raise ValueError(f"unknown recipe tower {kind!r}; choose from je, ht, minilm")
+    spec = recipe_tower_spec(cfg["tower"])
+    return spec.build(kw, {"embed_dim": embed_dim, "vocab": vocab, "embedding_matrix": matrix})
 
 
 class JointEmbedder(nn.Module):
@@ -74,10 +59,9 @@ class JointEmbedder(nn.Module):
         self.config = copy.deepcopy(dict(config))
         dim = int(self.config["embed_dim"])
         rcfg = self.config["recipe"]
-        if rcfg["tower"] == "minilm":
-            from .sentence import WordPieceVocabulary
-
-            vocab = WordPieceVocabulary.from_package()
+        own_vocabulary = recipe_tower_spec(rcfg["tower"]).vocabulary
+        if own_vocabulary is not None:  # a tower with its own tokenizer (minilm: WordPiece)
+            vocab = own_vocabulary()
         self.vocab = vocab
         self.image_tower = ImageTower(embed_dim=dim, **self.config["image"])
         self.recipe_tower = _build_recipe_tower(rcfg, dim, vocab, embedding_matrix)

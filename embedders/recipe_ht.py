@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from .image import JointHead
 from .recipe_je import check_components, make_embedding
+from .registry import register_recipe_tower
 
 __all__ = ["HTRecipeTower", "PooledTransformer", "masked_mean"]
 
@@ -64,41 +65,18 @@ class PooledTransformer(nn.Module):
         return masked_mean(out, mask), out
 
 
-class HTRecipeTower(nn.Module):
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_dim: int = 1024,
-        hidden: int = 512,
-        heads: int = 4,
-        layers: int = 2,
-        ff_dim: int = 2048,
-        dropout: float = 0.1,
-        max_len: int = 64,
-        tanh: bool = True,
-        embedding_matrix: np.ndarray | None = None,
-        components: tuple[str, ...] | list[str] = COMPONENTS,
-    ):
-        super().__init__()
-        self.hidden = hidden
-        self.components = check_components(components, COMPONENTS)
-        if vocab_size > 0:
-            self.embedding = make_embedding(vocab_size, hidden, embedding_matrix)
-            width = self.embedding.embedding_dim
-            self.embed_proj = nn.Linear(width, hidden) if width != hidden else nn.Identity()
+class HierarchicalRecipeTower(nn.Module):
+    """What H-T's towers share: per component a sentence encoding (:meth:`encode_sentences`,
+    the subclass's), a second-level ``mergers[name]`` transformer over the ingredient and
+    instruction vectors, and the joint ``head``. A subclass sets ``components``, ``hidden``,
+    ``token_dim``, ``mergers`` and ``head`` and holds its own word-level encoders."""
 
-        def enc():
-            return PooledTransformer(hidden, heads, layers, ff_dim, dropout, max_len)
+    components: tuple[str, ...]
+    hidden: int
 
-        self.encoders = nn.ModuleDict({name: enc() for name in self.components})
-        self.mergers = nn.ModuleDict({name: enc() for name in COMPONENTS[1:] if name in self.components})
-        self.head = JointHead(len(self.components) * hidden, embed_dim, tanh)
-        self.token_dim = hidden
-
-    def encode_sentences(self, name: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Word-level encoding of ``ids`` [N, L] (0 = padding): (pooled [N, H], outputs [N, L, H])."""
-        x = self.embed_proj(self.embedding(ids))
-        return self.encoders[name](x, ids != 0)
+    def encode_sentences(self, name: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(pooled [N, H], token outputs [N, L, H] or None) of the token ids [N, L] of component ``name``."""
+        raise NotImplementedError(f"{type(self).__name__} must define encode_sentences")
 
     def _nested(self, name: str, ids: torch.Tensor, lens: torch.Tensor):
         b, n, length = ids.shape
@@ -126,3 +104,45 @@ class HTRecipeTower(nn.Module):
                 masks.append(mask)
         emb = self.head(torch.cat([vecs[c] for c in self.components], dim=-1))
         return {"emb": emb, "components": vecs, "tokens": torch.cat(outs, dim=1), "mask": torch.cat(masks, dim=1)}
+
+
+class HTRecipeTower(HierarchicalRecipeTower):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 1024,
+        hidden: int = 512,
+        heads: int = 4,
+        layers: int = 2,
+        ff_dim: int = 2048,
+        dropout: float = 0.1,
+        max_len: int = 64,
+        tanh: bool = True,
+        embedding_matrix: np.ndarray | None = None,
+        components: tuple[str, ...] | list[str] = COMPONENTS,
+    ):
+        super().__init__()
+        self.hidden = hidden
+        self.components = check_components(components, COMPONENTS)
+        self.embedding = make_embedding(vocab_size, hidden, embedding_matrix)
+        width = self.embedding.embedding_dim
+        self.embed_proj = nn.Linear(width, hidden) if width != hidden else nn.Identity()
+
+        def enc():
+            return PooledTransformer(hidden, heads, layers, ff_dim, dropout, max_len)
+
+        self.encoders = nn.ModuleDict({name: enc() for name in self.components})
+        self.mergers = nn.ModuleDict({name: enc() for name in COMPONENTS[1:] if name in self.components})
+        self.head = JointHead(len(self.components) * hidden, embed_dim, tanh)
+        self.token_dim = hidden
+
+    def encode_sentences(self, name: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Word-level encoding of ``ids`` [N, L] (0 = padding): (pooled [N, H], outputs [N, L, H])."""
+        x = self.embed_proj(self.embedding(ids))
+        return self.encoders[name](x, ids != 0)
+
+
+@register_recipe_tower("ht", options=HTRecipeTower)
+def _ht_tower(*, vocab, embed_dim: int = 1024, embedding_matrix=None, **options) -> HTRecipeTower:
+    """H-T's hierarchical transformer over the prepared vocabulary (word2vec-initialised when given)."""
+    return HTRecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=embedding_matrix, **options)

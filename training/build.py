@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from recipekit.embedders import Vocabulary, create_embedder, get_config, load_word2vec_matrix, recipe_tower_spec
 from recipekit.losses import DynamicMargin, create_loss, loss_spec
 
 from .config import ConfigError, TrainConfig
@@ -25,8 +26,6 @@ __all__ = ["build_model", "build_losses", "build_optimizer", "LRFactor", "AmpSet
 def build_model(cfg: TrainConfig):
     """The :class:`~recipekit.embedders.JointEmbedder` of ``[model]``, with the prepared
     vocabulary and (``model.word2vec``) word2vec-initialised word embeddings."""
-    from recipekit.embedders import Vocabulary, create_embedder, get_config, load_word2vec_matrix
-
     prepared = Path(cfg.data.prepared)
     vocab_file = prepared / "word2vec" / "vocab.txt"
     if not vocab_file.exists():
@@ -42,7 +41,11 @@ def build_model(cfg: TrainConfig):
     tower = (overrides.get("recipe") or {}).get("tower", base["recipe"]["tower"])
     vocab = Vocabulary.from_file(vocab_file)
     matrix = None
-    if cfg.model.word2vec and tower in ("je", "ht"):
+    try:
+        takes_vectors = "embedding_matrix" in recipe_tower_spec(tower).needs  # towers over the prepared words
+    except ValueError as exc:
+        raise ConfigError(f"model.overrides: {exc}") from None
+    if cfg.model.word2vec and takes_vectors:
         folder = prepared / "word2vec"
         if not (folder / "vectors.npy").exists() and not (folder / "word2vec.kv").exists():
             raise FileNotFoundError(f"{folder / 'vectors.npy'}: missing (or set model.word2vec = false)")
@@ -77,9 +80,9 @@ def build_losses(cfg: TrainConfig, model, info: DistInfo):
     recipe_loss = None
     if lc.recipe_weight > 0:
         tower = model.config["recipe"]["tower"]
-        if tower == "je":
+        if getattr(model.recipe_tower, "hidden", None) is None:  # component vectors of one width
             raise ConfigError("loss.recipe_weight: H-T's recipe loss needs the ht or minilm recipe tower "
-                              "(title / ingredients / instructions vectors of one width), not je")
+                              f"(title / ingredients / instructions vectors of one width), not {tower}")
         parts = tuple(getattr(model.recipe_tower, "components", ("title", "ingredients", "instructions")))
         if len(parts) < 2:
             raise ConfigError(f"loss.recipe_weight: H-T's recipe loss relates recipe components to each other; the "
