@@ -15,6 +15,7 @@ pytest.importorskip("webdataset")
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
 from recipekit.embedders import list_recipe_towers, recipe_tower_spec  # noqa: E402
+from recipekit.evaluation import EvalProtocol, evaluate  # noqa: E402
 from recipekit.losses import create_loss, list_losses, loss_spec  # noqa: E402
 from recipekit.training import ConfigError, load_config  # noqa: E402
 
@@ -26,12 +27,14 @@ PLUGIN = "recipekit_example_plugin"
 def example_plugin(monkeypatch):
     """The example module importable by name; its registrations are undone afterwards."""
     from recipekit.embedders import registry as towers
+    from recipekit.evaluation import metrics
     from recipekit.losses import registry as losses
 
     list_losses(), list_recipe_towers()  # the built-ins first
     monkeypatch.setattr(losses, "_REGISTRY", dict(losses._REGISTRY))
     monkeypatch.setattr(towers, "_TOWERS", dict(towers._TOWERS))
     monkeypatch.setattr(towers, "_EMBEDDERS", dict(towers._EMBEDDERS))
+    monkeypatch.setattr(metrics, "_METRICS", dict(metrics._METRICS))
     monkeypatch.syspath_prepend(str(PLUGINS))
     yield PLUGIN
     sys.modules.pop(PLUGIN, None)
@@ -113,3 +116,26 @@ progress = false
     assert isinstance(model.recipe_tower, plugin.BagOfWordsTower)
     emb = model.embed_recipes([{"title": "tomato soup", "ingredients": [{"text": "tomato"}], "instructions": []}])
     assert emb.shape == (1, 16) and abs(float((emb ** 2).sum()) - 1.0) < 1e-5
+    protocol = EvalProtocol(bag_size=20, n_bags=2, bag_size_large=None, metrics=("medR", "example_mrr"))
+    report = evaluate(out, protocol=protocol, device="cpu").report
+    bag = report["bags"][0]["image_to_recipe"]
+    assert list(bag) == ["medR", "MRR"] and 0 < bag["MRR"]["mean"] <= 100
+    assert report["protocol"]["metrics"] == ["medR", "example_mrr"]
+    assert "| MRR |" in (out / "eval" / "test" / "eval.md").read_text()
+    default = evaluate(out, protocol=EvalProtocol(bag_size=20, n_bags=2, bag_size_large=None), write=False).report
+    assert "metrics" not in default["protocol"]  # the default protocol's eval.json is as before
+    assert list(default["bags"][0]["recipe_to_image"]) == ["medR", "R@1", "R@5", "R@10"]
+
+
+def test_metrics_are_registered_functions_and_the_default_report_is_unchanged():
+    import numpy as np
+
+    from recipekit.evaluation import DEFAULT_METRICS, list_metrics, retrieval_metrics
+
+    assert DEFAULT_METRICS == ("medR", "recall") and {"medR", "recall"} <= set(list_metrics())
+    v = np.eye(4, dtype=np.float32)
+    out = retrieval_metrics(v, v)["image_to_recipe"]
+    assert out == {"medR": 1.0, "R@1": 100.0, "R@5": 100.0, "R@10": 100.0}
+    assert list(retrieval_metrics(v, v, metrics=("recall",))["recipe_to_image"]) == ["R@1", "R@5", "R@10"]
+    with pytest.raises(ValueError, match="unknown metric 'nope'"):
+        EvalProtocol(metrics=("nope",))

@@ -1,5 +1,5 @@
-"""A user's own module extending recipekit without editing it: a loss, a recipe tower and an
-embedder config naming that tower, registered when the module is imported.
+"""A user's own module extending recipekit without editing it: a loss, a recipe tower, an
+embedder config naming that tower and an evaluation metric, registered when the module is imported.
 
 A run loads it by name (it must be importable: installed, or on ``PYTHONPATH``)::
 
@@ -19,11 +19,13 @@ Builders declare what they need from the run with keyword-only parameters: the l
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from recipekit.embedders import register_embedder, register_recipe_tower
+from recipekit.evaluation import register_metric
 from recipekit.losses import register_loss
 
 BUILT: list[nn.Module] = []  # what the registry built here (the tests look at the run quantities passed)
@@ -81,3 +83,9 @@ def example_bow() -> dict:
         "recipe": {"tower": "example_bow", "dim": 16, "max_ingredients": 20, "max_instructions": 20, "max_tokens": 15},
         "matching": None,
     }
+
+
+@register_metric("example_mrr")
+def mean_reciprocal_rank(ranks: np.ndarray, ks) -> dict[str, float]:
+    """Mean reciprocal rank of the true match (x 100)."""
+    return {"MRR": float(100.0 * (1.0 / ranks).mean())}
