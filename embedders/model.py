@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .generator import RecipeImageGenerator, to_tower_input
 from .image import ImageTower, preprocess
 from .matching import MatchingHead
 from .registry import recipe_tower_spec
@@ -72,13 +73,23 @@ class JointEmbedder(nn.Module):
             self.matching = MatchingHead(self.recipe_tower.token_dim, self.image_tower.feature_dim, **self.config["matching"])
         self.generator = None
         if self.config.get("generator") is not None:  # ACME / R2GAN / TNLBT: recipe embedding -> photo
-            from .generator import RecipeImageGenerator
-
             self.generator = RecipeImageGenerator(dim, **self.config["generator"])
 
     @property
     def embed_dim(self) -> int:
         return int(self.config["embed_dim"])
+
+    @property
+    def image_preprocessing(self):
+        """The image tower's :class:`~recipekit.embedders.image.ImagePreprocessing` (crop size,
+        mean, std): what loaders, evaluation and search feed this model."""
+        return self.image_tower.preprocessing
+
+    @property
+    def text_limits(self) -> tuple[int, int, int]:
+        """(max_ingredients, max_instructions, max_tokens) this model tokenises recipes with."""
+        r = self.config["recipe"]
+        return int(r.get("max_ingredients", 20)), int(r.get("max_instructions", 20)), int(r.get("max_tokens", 15))
 
     @property
     def device(self) -> torch.device:
@@ -107,8 +118,6 @@ class JointEmbedder(nn.Module):
         """L2-normalised image-tower embeddings of generated images (in [-1, 1], any size), with
         gradients reaching the images even when the backbone is frozen (translation consistency:
         the generator learns through the image tower)."""
-        from .generator import to_tower_input
-
         tower = self.image_tower
         x = to_tower_input(images, tower.image_size, tower.mean, tower.std)
         if tower.channels_last:
@@ -137,10 +146,7 @@ class JointEmbedder(nn.Module):
 
     def tokenise(self, recipe: Mapping[str, Any]) -> dict[str, Any]:
         """Token ids of one recipe dict with this embedder's vocabulary and limits."""
-        r = self.config["recipe"]
-        return tokenise_recipe(
-            recipe, self.vocab, r.get("max_ingredients", 20), r.get("max_instructions", 20), r.get("max_tokens", 15)
-        )
+        return tokenise_recipe(recipe, self.vocab, *self.text_limits)
 
     def collate(self, recipes: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Recipe dicts -> a padded batch for :meth:`forward`."""
@@ -150,10 +156,8 @@ class JointEmbedder(nn.Module):
     def _image_tensor(self, items: Sequence[Any]) -> torch.Tensor:
         if isinstance(items, torch.Tensor):
             return items
-        tower = self.image_tower
-        parts = [
-            it if isinstance(it, torch.Tensor) else preprocess(it, tower.image_size, tower.mean, tower.std) for it in items
-        ]
+        p = self.image_preprocessing
+        parts = [it if isinstance(it, torch.Tensor) else preprocess(it, p.size, p.mean, p.std) for it in items]
         return torch.stack(parts)
 
     @torch.no_grad()

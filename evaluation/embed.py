@@ -111,8 +111,7 @@ def embed_split(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit}")
     dev = resolve_device(device, model)
-    rcfg = model.config["recipe"]
-    limits = (int(rcfg.get("max_ingredients", 20)), int(rcfg.get("max_instructions", 20)), int(rcfg.get("max_tokens", 15)))
+    limits = model.text_limits  # the model's own tokenisation limits
     if shards is None:
         source, store = split_folder(prepared, split), "auto"
     else:
@@ -120,7 +119,7 @@ def embed_split(
     on_gpu = dev.type == "cuda"
     loader, info = make_loader(
         source, vocab=model.vocab, store=store, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
-        rank=0, world_size=1, image_size=int(model.image_tower.image_size), embedder=model,
+        rank=0, world_size=1, image_size=model.image_preprocessing.size, embedder=model,
         normalize=not on_gpu, limits=limits, pin_memory=on_gpu, image_pick=image_pick,
     )
     ids: list[str] = []

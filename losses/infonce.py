@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -19,8 +20,6 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, rank: int, world_size: int):
-        import torch.distributed as dist
-
         ctx.rank, ctx.world_size = rank, world_size
         parts = [torch.zeros_like(x) for _ in range(world_size)]
         dist.all_gather(parts, x.contiguous())
@@ -28,8 +27,6 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        import torch.distributed as dist
-
         grad = grad.contiguous()
         dist.all_reduce(grad)
         return grad.chunk(ctx.world_size, dim=0)[ctx.rank], None, None
@@ -40,8 +37,6 @@ def gather_features(x: torch.Tensor, rank: int, world_size: int, with_grad: bool
     B). Without ``with_grad`` the other ranks' features are constants and the local shard is
     put back in place so that it keeps its gradient (open_clip's ``gather_features``); with
     it, gradients flow back into every rank's features."""
-    import torch.distributed as dist
-
     if with_grad:
         return _AllGatherWithGrad.apply(x, rank, world_size)
     parts = [torch.zeros_like(x) for _ in range(world_size)]

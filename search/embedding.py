@@ -25,14 +25,14 @@ __all__ = ["embed_images", "embed_recipes", "embed_recipe_query", "image_tensor"
 
 
 def limits_of(model) -> tuple[int, int, int]:
-    r = model.config["recipe"]
-    return int(r.get("max_ingredients", 20)), int(r.get("max_instructions", 20)), int(r.get("max_tokens", 15))
+    """The model's tokenisation limits (:attr:`JointEmbedder.text_limits`)."""
+    return tuple(model.text_limits)
 
 
 def _decoder(model):
     from recipekit.loaders.images import ImageDecoder
 
-    return ImageDecoder("auto", train=False, size=int(model.image_tower.image_size))
+    return ImageDecoder("auto", train=False, size=model.image_preprocessing.size)
 
 
 def _normalised(model, pixels: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from recipekit.embedders.model import load_weights_file
 from recipekit.pipeline.stagekit import atomic_path
 
 __all__ = ["FORMAT", "RESUMABLE_CHANGES", "TrainingState", "atomic_save", "capture_rng", "restore_rng",
@@ -101,8 +103,6 @@ def restore_generators(modules: dict[str, torch.nn.Module], states: dict[str, to
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    from recipekit.embedders.model import load_weights_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
@@ -132,8 +132,6 @@ def save_training_state(path: str | os.PathLike, state: TrainingState, info, *, 
     mine = {"global": capture_rng(), "generators": generator_states(state.losses)}
     states = [mine]
     if info.distributed:
-        from torch import distributed as dist
-
         states = [None] * info.world_size
         dist.all_gather_object(states, mine)
     if info.is_main:
