@@ -90,12 +90,18 @@ _EMBEDDERS: dict[str, Callable[[], dict[str, Any]]] = {}
 _towers_loaded = False
 
 
+def _same(a: Callable, b: Callable) -> bool:
+    """The same builder defined again (its module imported again): replacing it is allowed."""
+    return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == \
+        (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+
+
 def register_recipe_tower(name: str, *, options: Callable | None = None, vocabulary: Callable[[], Any] | None = None):
     """Decorator: register the decorated builder as recipe tower ``name`` (module doc).
     ``options``: for a builder taking ``**kwargs``, the class whose parameters those are."""
 
     def deco(builder):
-        if name in _TOWERS:
+        if name in _TOWERS and not _same(_TOWERS[name].builder, builder):
             raise ValueError(f"register_recipe_tower: a recipe tower named {name!r} is already registered")
         needs, opts = {}, set()
         for fn in (builder, options) if options is not None else (builder,):
@@ -140,7 +146,7 @@ def register_embedder(name: str):
     under the embedder name ``name`` (``create_embedder(name)``, a run's ``model.embedder``)."""
 
     def deco(fn: Callable[[], dict[str, Any]]):
-        if name in _EMBEDDERS or name in _shipped():
+        if (name in _EMBEDDERS and not _same(_EMBEDDERS[name], fn)) or name in _shipped():
             raise ValueError(f"register_embedder: an embedder named {name!r} is already registered")
         _EMBEDDERS[name] = fn
         return fn

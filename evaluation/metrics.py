@@ -37,10 +37,12 @@ _METRICS: dict[str, Callable[[np.ndarray, Sequence[int]], dict[str, float]]] = {
 
 def register_metric(name: str):
     """Decorator: register ``fn(ranks, ks) -> {column: value}`` as metric ``name`` (a protocol's
-    ``metrics`` lists the names; each bag's columns are averaged over bags, mean and std)."""
+    ``metrics`` lists the names; each bag's columns are averaged over bags, mean and std). A
+    taken name is an error, unless it is the same function (its module imported again)."""
 
     def deco(fn):
-        if name in _METRICS:
+        old = _METRICS.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"register_metric: a metric named {name!r} is already registered")
         _METRICS[name] = fn
         return fn

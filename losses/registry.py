@@ -91,15 +91,22 @@ def _params(fn: Callable) -> tuple[dict[str, bool], set[str], bool, bool]:
     return needs, options, var_kw, dynamic
 
 
+def _same(a: Callable, b: Callable) -> bool:
+    """The same builder defined again (its module imported again): replacing it is allowed."""
+    return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == \
+        (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+
+
 def register_loss(name: str, *, options: Callable | None = None, kind: str = "pair", **defaults: Any):
     """Decorator: register the decorated builder (class or function) as loss ``name``, with
     default options ``defaults``. ``options``: for a builder taking ``**kwargs``, the callable
-    (a class) whose parameters those keyword options are. Registering a taken name is an error."""
+    (a class) whose parameters those keyword options are. Registering a taken name is an error,
+    unless it is the same builder (same module and qualified name: its module imported again)."""
     if kind not in _KINDS:
         raise ValueError(f"register_loss({name!r}): kind must be one of {', '.join(_KINDS)}, got {kind!r}")
 
     def deco(builder):
-        if name in _REGISTRY:
+        if name in _REGISTRY and not _same(_REGISTRY[name].builder, builder):
             raise ValueError(f"register_loss: a loss named {name!r} is already registered")
         needs, opts, var_kw, dynamic = _params(builder)
         if var_kw and options is not None:

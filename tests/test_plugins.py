@@ -116,6 +116,14 @@ progress = false
     assert isinstance(model.recipe_tower, plugin.BagOfWordsTower)
     emb = model.embed_recipes([{"title": "tomato soup", "ingredients": [{"text": "tomato"}], "instructions": []}])
     assert emb.shape == (1, 16) and abs(float((emb ** 2).sum()) - 1.0) < 1e-5
+    sys.modules.pop(example_plugin)  # `recipekit --plugin` imports it again (same builders: no clash)
+    res = CliRunner().invoke(main, ["--plugin", example_plugin, "eval", str(out), "--device", "cpu",
+                                    "--metric", "recall", "--metric", "example_mrr", "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    bag = json.loads((tmp_path / "ev" / "eval.json").read_text())["bags"][0]["recipe_to_image"]
+    assert list(bag) == ["R@1", "R@5", "R@10", "MRR"]
+    res = CliRunner().invoke(main, ["--plugin", "no_such_module_here", "eval", str(out)])
+    assert res.exit_code == 2 and "--plugin: cannot import 'no_such_module_here'" in res.output
     protocol = EvalProtocol(bag_size=20, n_bags=2, bag_size_large=None, metrics=("medR", "example_mrr"))
     report = evaluate(out, protocol=protocol, device="cpu").report
     bag = report["bags"][0]["image_to_recipe"]

@@ -100,17 +100,17 @@ def validate(cfg: TrainConfig, src: str) -> None:
     _check_gan(cfg, src)
 
 
-def import_plugins(modules: Sequence[str], src: str = "<config>") -> None:
+def import_plugins(modules: Sequence[str], src: str = "<config>", key: str = "train.plugins") -> None:
     """Import each module named in ``train.plugins`` (importable names on ``sys.path``, the
     user's own code, never a file of a data or run folder): importing it runs its
     ``register_loss`` / ``register_embedder`` / ``register_metric`` decorators."""
     for name in modules:
         if not name or not all(part.isidentifier() for part in name.split(".")):
-            raise ConfigError(f"{src}: train.plugins: {name!r} is not a module name (a.b.c)")
+            raise ConfigError(f"{src}: {key}: {name!r} is not a module name (a.b.c)")
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise ConfigError(f"{src}: train.plugins: cannot import {name!r} ({exc})") from None
+            raise ConfigError(f"{src}: {key}: cannot import {name!r} ({exc})") from None
 
 
 def _check_gan(cfg: TrainConfig, src: str) -> None:
