@@ -2,7 +2,7 @@
 
 A config has ``name``, ``description``, ``source``, ``embed_dim`` and three sections:
 ``image`` (keyword arguments of :class:`~recipekit.embedders.image.ImageTower`), ``recipe``
-(``tower``: ``je`` | ``ht`` | ``minilm`` plus that tower's keyword arguments and the
+(``tower``: a registered recipe tower, ``je`` | ``ht`` | ``minilm`` built in, plus its options and the
 tokenisation limits ``max_ingredients``, ``max_instructions``, ``max_tokens``) and
 ``matching`` (null, or keyword arguments of :class:`~recipekit.embedders.matching.MatchingHead`),
 and optionally ``generator`` (absent/null, or keyword arguments of
