@@ -72,7 +72,15 @@ def test_unknown_plugin_and_plugin_names_in_config_errors(example_plugin, tmp_pa
     raw["train"]["plugins"] = ["../evil.py"]
     with pytest.raises(ConfigError, match="not a module name"):
         load_config(raw)
+    raw["train"]["plugins"] = []
+    raw["model"] = {"embedder": "example_bow"}
+    with pytest.raises(ConfigError, match="model.embedder: unknown embedder 'example_bow'"):
+        load_config(raw)
+    raw["model"] = {"embedder": "ht_resnet18", "overrides": {"recipe": {"tower": "example_bow"}}}
+    with pytest.raises(ConfigError, match="model.overrides.recipe.tower: unknown recipe tower 'example_bow'"):
+        load_config(raw)
     raw["train"]["plugins"] = [example_plugin]
+    assert load_config(raw).model.overrides["recipe"]["tower"] == "example_bow"
     raw["loss"] = {"name": "example_hinge", "margn": 0.1}
     with pytest.raises(ConfigError, match=r"unknown key loss\.margn for loss 'example_hinge'.*takes margin"):
         load_config(raw)

@@ -96,6 +96,7 @@ def validate(cfg: TrainConfig, src: str) -> None:
         if key in lo.options:
             raise ConfigError(f"{src}: loss.{key} is set by the trainer (torch.distributed), not the config")
     import_plugins(t.plugins, src)
+    _check_model(cfg, src)
     _check_loss(cfg, src)
     _check_gan(cfg, src)
 
@@ -141,6 +142,26 @@ def _check_gan(cfg: TrainConfig, src: str) -> None:
     if not isinstance(generator, Mapping):
         raise ConfigError(f"{src}: gan.method = {g.method!r} needs a generator in the model: set "
                           "model.overrides.generator = { image_size = 64 } (or {} for the defaults)")
+
+
+def _check_model(cfg: TrainConfig, src: str) -> None:
+    """The embedder name, and its recipe tower, against the registries (the tower check needs torch)."""
+    from recipekit.embedders import get_config
+
+    try:
+        base = get_config(cfg.model.embedder)
+    except ValueError as exc:
+        raise ConfigError(f"{src}: model.embedder: {exc}") from None
+    recipe = (cfg.model.overrides or {}).get("recipe")
+    tower = (recipe.get("tower") if isinstance(recipe, Mapping) else None) or base["recipe"].get("tower")
+    try:
+        from recipekit.embedders import recipe_tower_spec
+
+        recipe_tower_spec(tower)
+    except ModuleNotFoundError:  # no torch here: the trainer checks again when it builds the model
+        return
+    except ValueError as exc:
+        raise ConfigError(f"{src}: model.overrides.recipe.tower: {exc}") from None
 
 
 def _check_loss(cfg: TrainConfig, src: str) -> None:
