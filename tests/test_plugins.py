@@ -155,3 +155,15 @@ def test_metrics_are_registered_functions_and_the_default_report_is_unchanged():
     assert list(retrieval_metrics(v, v, metrics=("recall",))["recipe_to_image"]) == ["R@1", "R@5", "R@10"]
     with pytest.raises(ValueError, match="unknown metric 'nope'"):
         EvalProtocol(metrics=("nope",))
+
+
+def test_a_checkpoint_from_before_train_plugins_still_resumes(tmp_path):
+    from recipekit.training.checkpoint import check_resume_config
+
+    cfg = load_config({"data": {"prepared": str(tmp_path)}})
+    saved = cfg.to_dict()
+    del saved["train"]["plugins"]
+    check_resume_config(saved, cfg)  # no error: the key is new, and empty
+    saved["train"]["plugins"] = ["my_pkg.losses"]
+    with pytest.raises(ConfigError, match=r"train\.plugins: \['my_pkg.losses'\] -> \[\]"):
+        check_resume_config(saved, cfg)

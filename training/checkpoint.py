@@ -176,6 +176,8 @@ def check_resume_config(saved: dict, cfg) -> None:
     old, new = _flat(saved), _flat(cfg.to_dict())
     if "gan" not in saved and cfg.gan.method == "none":  # a checkpoint from before the [gan] section
         old.update({k: v for k, v in new.items() if k.startswith("gan.")})
+    if "train.plugins" not in old and not cfg.train.plugins:  # a checkpoint from before train.plugins
+        old["train.plugins"] = []
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
