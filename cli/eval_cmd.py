@@ -44,8 +44,11 @@ _DEFAULTS = {"bag_size": 1000, "n_bags": 10, "bag_size_large": 10000, "n_bags_la
                    "for a --data other than the run's own, RUN/eval/CORPUS-FINGERPRINT8/SPLIT). A result of "
                    "another corpus is never replaced.")
 @click.option("--plot", is_flag=True, help="Also write retrievals.png (top-5 retrievals of a few queries).")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME",
+              help="A registered metric to score, in order (repeatable; default: medR, recall). "
+                   "Your own: `recipekit --plugin MODULE eval --metric NAME ...`.")
 def eval_cmd(target, split, data, shards, bag_size, n_bags, bag_size_large, n_bags_large, sampling, seed, image_pick,
-             device, batch_size, workers, limit, out, plot):
+             device, batch_size, workers, limit, out, plot, metrics):
     """Score a trained model on a split: medR and R@1/5/10 in both directions, over bags of
     1k and 10k pairs (mean ± std), written to eval.json and eval.md (docs/evaluation.md).
 
@@ -53,11 +56,12 @@ def eval_cmd(target, split, data, shards, bag_size, n_bags, bag_size_large, n_ba
     (model.safetensors + config.json: RUN/model, `recipekit export`, `recipekit convert`), an
     embedder file (.pt), or hf-hub:ORG/NAME[@REVISION]; all but a run folder need --data unless a
     config.resolved.json sits beside them (docs/models.md)."""
-    from recipekit.evaluation import EvalProtocol, evaluate
+    from recipekit.evaluation import DEFAULT_METRICS, EvalProtocol, evaluate
 
     try:
         protocol = EvalProtocol(bag_size=bag_size, n_bags=n_bags, bag_size_large=bag_size_large,
-                                n_bags_large=n_bags_large, sampling=sampling, seed=seed, image_pick=image_pick)
+                                n_bags_large=n_bags_large, sampling=sampling, seed=seed, image_pick=image_pick,
+                                metrics=metrics or DEFAULT_METRICS)
         result = evaluate(target, split=split, data=data, protocol=protocol, out=out, plot=plot, device=device,
                           batch_size=batch_size, num_workers=workers, limit=limit, shards=shards)
     except (OSError, ValueError) as exc:  # FileNotFoundError and unreachable shard URLs are OSErrors

@@ -38,8 +38,20 @@ _SHORT_FORMS = {
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="recipekit")
-def main() -> None:
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import this module first: your own losses, towers, embedders or metrics registered with "
+                   "recipekit's register_* decorators (e.g. to evaluate a run trained with train.plugins). "
+                   "Repeatable.")
+def main(plugins: tuple[str, ...]) -> None:
     """recipekit: cross-modal recipe retrieval (Recipe1M-style data)."""
+    if plugins:
+        from recipekit.training.checks import import_plugins
+        from recipekit.training.config_keys import ConfigError
+
+        try:
+            import_plugins(plugins, "recipekit", key="--plugin")
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
 
 
 def _stages(_ctx, _param, value: str | None) -> list[str] | None:

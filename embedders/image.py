@@ -20,6 +20,7 @@ Inputs are float tensors [B, 3, S, S] already normalised with :attr:`ImageTower.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ImageTower", "BACKBONES", "JointHead", "load_image", "preprocess"]
+__all__ = ["ImageTower", "BACKBONES", "ImagePreprocessing", "JointHead", "backbone_normalisation", "load_image",
+           "preprocess"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,6 +39,28 @@ LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 
 BACKBONES = ("resnet18", "resnet50", "vit_b_16", "efficientnet_lite0")
 _CLASSIFIER_PREFIXES = ("fc.", "heads.", "_fc.")
+
+
+def backbone_normalisation(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the backbone's weights were trained with: ImageNet statistics, or
+    ``(x - 127) / 128`` for EfficientNet-Lite0."""
+    if backbone == "efficientnet_lite0":
+        return LITE_MEAN, LITE_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """What an image tower expects: ``size`` x ``size`` crops (evaluation: the short side resized
+    to ``resize``, then centre-cropped), normalised with ``mean`` / ``std`` on [0, 1] pixels."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def resize(self) -> int:
+        return round(self.size * 256 / 224)
 
 
 class JointHead(nn.Module):
@@ -216,15 +240,18 @@ class ImageTower(nn.Module):
         self.head = JointHead(self.backbone.dim, embed_dim, tanh)
         self.feature_dim = self.backbone.dim
         self.image_size = image_size
-        lite = backbone == "efficientnet_lite0"
-        self.mean = LITE_MEAN if lite else IMAGENET_MEAN
-        self.std = LITE_STD if lite else IMAGENET_STD
+        self.mean, self.std = backbone_normalisation(backbone)
         self.freeze_backbone = bool(freeze_backbone)
         if self.freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
         self.convolutional = not backbone.startswith("vit")
         self.channels_last = False
+
+    @property
+    def preprocessing(self) -> ImagePreprocessing:
+        """The crop size and normalisation this tower expects (loaders and search ask it)."""
+        return ImagePreprocessing(int(self.image_size), tuple(self.mean), tuple(self.std))
 
     def use_channels_last(self, enabled: bool = True) -> bool:
         """Put a convolutional backbone (ResNet, EfficientNet) in the channels-last memory format,
@@ -274,6 +301,6 @@ def preprocess(image: Any, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> t
     from torchvision.transforms import functional as TF
 
     im = load_image(image)
-    im = TF.resize(im, round(size * 256 / 224), antialias=True)
+    im = TF.resize(im, ImagePreprocessing(size, mean, std).resize, antialias=True)
     im = TF.center_crop(im, [size, size])
     return TF.normalize(TF.to_tensor(im), mean, std)

@@ -12,8 +12,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from recipekit.core.limits import TextLimits
+
+from .generator import RecipeImageGenerator, to_tower_input
 from .image import ImageTower, preprocess
 from .matching import MatchingHead
+from .registry import recipe_tower_spec
 from .text import Vocabulary, collate_recipes, tokenise_recipe
 
 __all__ = ["JointEmbedder", "EmbedderOutput", "load_embedder"]
@@ -38,26 +42,10 @@ class EmbedderOutput:
 
 
 def _build_recipe_tower(cfg: dict, embed_dim: int, vocab, matrix):
-    kind = cfg["tower"]
+    """The registered recipe tower ``cfg["tower"]``, given what its builder declares."""
     kw = {k: v for k, v in cfg.items() if k not in ("tower", "max_ingredients", "max_instructions", "max_tokens")}
-    if kind == "minilm":
-        from .sentence import MiniLMRecipeTower
-
-        return MiniLMRecipeTower(embed_dim=embed_dim, **kw)
-    if vocab is None:
-        raise ValueError(
-            f"the {kind!r} recipe tower needs a vocabulary: create_embedder(..., "
-            "vocab=Vocabulary.from_file('word2vec/vocab.txt'))"
-        )
-    if kind == "je":
-        from .recipe_je import JERecipeTower
-
-        return JERecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=matrix, **kw)
-    if kind == "ht":
-        from .recipe_ht import HTRecipeTower
-
-        return HTRecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=matrix, **kw)
-    raise ValueError(f"unknown recipe tower {kind!r}; choose from je, ht, minilm")
+    spec = recipe_tower_spec(cfg["tower"])
+    return spec.build(kw, {"embed_dim": embed_dim, "vocab": vocab, "embedding_matrix": matrix})
 
 
 class JointEmbedder(nn.Module):
@@ -74,10 +62,9 @@ class JointEmbedder(nn.Module):
         self.config = copy.deepcopy(dict(config))
         dim = int(self.config["embed_dim"])
         rcfg = self.config["recipe"]
-        if rcfg["tower"] == "minilm":
-            from .sentence import WordPieceVocabulary
-
-            vocab = WordPieceVocabulary.from_package()
+        own_vocabulary = recipe_tower_spec(rcfg["tower"]).vocabulary
+        if own_vocabulary is not None:  # a tower with its own tokenizer (minilm: WordPiece)
+            vocab = own_vocabulary()
         self.vocab = vocab
         self.image_tower = ImageTower(embed_dim=dim, **self.config["image"])
         self.recipe_tower = _build_recipe_tower(rcfg, dim, vocab, embedding_matrix)
@@ -88,13 +75,23 @@ class JointEmbedder(nn.Module):
             self.matching = MatchingHead(self.recipe_tower.token_dim, self.image_tower.feature_dim, **self.config["matching"])
         self.generator = None
         if self.config.get("generator") is not None:  # ACME / R2GAN / TNLBT: recipe embedding -> photo
-            from .generator import RecipeImageGenerator
-
             self.generator = RecipeImageGenerator(dim, **self.config["generator"])
 
     @property
     def embed_dim(self) -> int:
         return int(self.config["embed_dim"])
+
+    @property
+    def image_preprocessing(self):
+        """The image tower's :class:`~recipekit.embedders.image.ImagePreprocessing` (crop size,
+        mean, std): what loaders, evaluation and search feed this model."""
+        return self.image_tower.preprocessing
+
+    @property
+    def text_limits(self) -> TextLimits:
+        """The :class:`~recipekit.core.TextLimits` this model tokenises recipes with (its recipe
+        config's, else the defaults); iterates as (max_ingredients, max_instructions, max_tokens)."""
+        return TextLimits.of(self.config["recipe"])
 
     @property
     def device(self) -> torch.device:
@@ -123,8 +120,6 @@ class JointEmbedder(nn.Module):
         """L2-normalised image-tower embeddings of generated images (in [-1, 1], any size), with
         gradients reaching the images even when the backbone is frozen (translation consistency:
         the generator learns through the image tower)."""
-        from .generator import to_tower_input
-
         tower = self.image_tower
         x = to_tower_input(images, tower.image_size, tower.mean, tower.std)
         if tower.channels_last:
@@ -153,10 +148,7 @@ class JointEmbedder(nn.Module):
 
     def tokenise(self, recipe: Mapping[str, Any]) -> dict[str, Any]:
         """Token ids of one recipe dict with this embedder's vocabulary and limits."""
-        r = self.config["recipe"]
-        return tokenise_recipe(
-            recipe, self.vocab, r.get("max_ingredients", 20), r.get("max_instructions", 20), r.get("max_tokens", 15)
-        )
+        return tokenise_recipe(recipe, self.vocab, *self.text_limits)
 
     def collate(self, recipes: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Recipe dicts -> a padded batch for :meth:`forward`."""
@@ -166,10 +158,8 @@ class JointEmbedder(nn.Module):
     def _image_tensor(self, items: Sequence[Any]) -> torch.Tensor:
         if isinstance(items, torch.Tensor):
             return items
-        tower = self.image_tower
-        parts = [
-            it if isinstance(it, torch.Tensor) else preprocess(it, tower.image_size, tower.mean, tower.std) for it in items
-        ]
+        p = self.image_preprocessing
+        parts = [it if isinstance(it, torch.Tensor) else preprocess(it, p.size, p.mean, p.std) for it in items]
         return torch.stack(parts)
 
     @torch.no_grad()

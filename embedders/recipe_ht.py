@@ -20,12 +20,6 @@ others are not built and the joint projection takes ``len(components) x hidden``
 
 A fully padded sequence (empty title, recipe without instructions) is attended with its
 first position unmasked (H-T's trick against NaNs) and pooled to a zero vector.
-
-``markers`` (default 0: none): when > 0, each title, ingredient line and instruction is wrapped
-in a learned start and end marker (``marker`` [2, width], rows start, end) and the wrapped
-sequence is cut to ``markers`` tokens, as the released H-T models read text (their vocabulary's
-``<start>`` / ``<end>``; 15 tokens, with ``max_tokens`` 14: see
-:mod:`recipekit.embedders.convert_ht`).
 """
 
 from __future__ import annotations
@@ -36,6 +30,7 @@ import torch.nn as nn
 
 from .image import JointHead
 from .recipe_je import check_components, make_embedding
+from .registry import register_recipe_tower
 
 __all__ = ["HTRecipeTower", "PooledTransformer", "masked_mean"]
 
@@ -70,7 +65,52 @@ class PooledTransformer(nn.Module):
         return masked_mean(out, mask), out
 
 
-class HTRecipeTower(nn.Module):
+class HierarchicalRecipeTower(nn.Module):
+    """What H-T's towers share: per component a sentence encoding (:meth:`encode_sentences`,
+    the subclass's), a second-level ``mergers[name]`` transformer over the ingredient and
+    instruction vectors, and the joint ``head``. A subclass sets ``components``, ``hidden``,
+    ``token_dim``, ``mergers`` and ``head`` and holds its own word-level encoders."""
+
+    components: tuple[str, ...]
+    hidden: int
+
+    def encode_sentences(self, name: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(pooled [N, H], token outputs [N, L, H] or None) of the token ids [N, L] of component ``name``."""
+        raise NotImplementedError(f"{type(self).__name__} must define encode_sentences")
+
+    def token_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which positions of :meth:`encode_sentences`' token outputs for ``ids`` [N, L] are tokens."""
+        return ids != 0
+
+    def _nested(self, name: str, ids: torch.Tensor, lens: torch.Tensor):
+        b, n, length = ids.shape
+        flat = ids.reshape(b * n, length)
+        keep = lens.reshape(b * n).to(ids.device) > 0
+        sent = flat.new_zeros(b * n, self.hidden, dtype=torch.float32)
+        if keep.any():
+            pooled, _ = self.encode_sentences(name, flat[keep])
+            sent = sent.to(pooled.dtype).index_put((keep.nonzero().squeeze(1),), pooled)
+        mask = keep.reshape(b, n)
+        pooled, out = self.mergers[name](sent.reshape(b, n, self.hidden), mask)
+        return pooled, out, mask
+
+    def forward(self, batch: dict) -> dict:
+        vecs, outs, masks = {}, [], []
+        if "title" in self.components:
+            title = batch["title"]
+            vecs["title"], t_out = self.encode_sentences("title", title)
+            outs.append(t_out)
+            masks.append(self.token_mask(title))
+        for name in COMPONENTS[1:]:
+            if name in self.components:
+                vecs[name], out, mask = self._nested(name, batch[name], batch[f"{name}_len"])
+                outs.append(out)
+                masks.append(mask)
+        emb = self.head(torch.cat([vecs[c] for c in self.components], dim=-1))
+        return {"emb": emb, "components": vecs, "tokens": torch.cat(outs, dim=1), "mask": torch.cat(masks, dim=1)}
+
+
+class HTRecipeTower(HierarchicalRecipeTower):
     def __init__(
         self,
         vocab_size: int,
@@ -92,12 +132,11 @@ class HTRecipeTower(nn.Module):
         self.markers = int(markers)
         if self.markers and not 2 <= self.markers <= max_len:
             raise ValueError(f"markers must be 0 or between 2 and max_len ({max_len}), got {markers}")
-        if vocab_size > 0:
-            self.embedding = make_embedding(vocab_size, hidden, embedding_matrix)
-            width = self.embedding.embedding_dim
-            self.embed_proj = nn.Linear(width, hidden) if width != hidden else nn.Identity()
-            if self.markers:
-                self.marker = nn.Parameter(torch.randn(2, width) * 0.02)
+        self.embedding = make_embedding(vocab_size, hidden, embedding_matrix)
+        width = self.embedding.embedding_dim
+        self.embed_proj = nn.Linear(width, hidden) if width != hidden else nn.Identity()
+        if self.markers:  # H-T's <start> / <end> around every sentence (converted H-T checkpoints)
+            self.marker = nn.Parameter(torch.randn(2, width) * 0.02)
 
         def enc():
             return PooledTransformer(hidden, heads, layers, ff_dim, dropout, max_len)
@@ -113,6 +152,9 @@ class HTRecipeTower(nn.Module):
         if self.markers:
             x, mask = self._wrap(x, mask)
         return self.encoders[name](self.embed_proj(x), mask)
+
+    def token_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._marked_mask(ids != 0) if self.markers else ids != 0
 
     def _wrap(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Start marker, the tokens, end marker; cut to ``markers`` positions."""
@@ -130,29 +172,8 @@ class HTRecipeTower(nn.Module):
         positions = torch.arange(min(mask.shape[1] + 2, self.markers), device=mask.device).unsqueeze(0)
         return positions < lens + 2
 
-    def _nested(self, name: str, ids: torch.Tensor, lens: torch.Tensor):
-        b, n, length = ids.shape
-        flat = ids.reshape(b * n, length)
-        keep = lens.reshape(b * n).to(ids.device) > 0
-        sent = flat.new_zeros(b * n, self.hidden, dtype=torch.float32)
-        if keep.any():
-            pooled, _ = self.encode_sentences(name, flat[keep])
-            sent = sent.to(pooled.dtype).index_put((keep.nonzero().squeeze(1),), pooled)
-        mask = keep.reshape(b, n)
-        pooled, out = self.mergers[name](sent.reshape(b, n, self.hidden), mask)
-        return pooled, out, mask
 
-    def forward(self, batch: dict) -> dict:
-        vecs, outs, masks = {}, [], []
-        if "title" in self.components:
-            title = batch["title"]
-            vecs["title"], t_out = self.encode_sentences("title", title)
-            outs.append(t_out)
-            masks.append(self._marked_mask(title != 0) if self.markers else title != 0)
-        for name in COMPONENTS[1:]:
-            if name in self.components:
-                vecs[name], out, mask = self._nested(name, batch[name], batch[f"{name}_len"])
-                outs.append(out)
-                masks.append(mask)
-        emb = self.head(torch.cat([vecs[c] for c in self.components], dim=-1))
-        return {"emb": emb, "components": vecs, "tokens": torch.cat(outs, dim=1), "mask": torch.cat(masks, dim=1)}
+@register_recipe_tower("ht", options=HTRecipeTower)
+def _ht_tower(*, vocab, embed_dim: int = 1024, embedding_matrix=None, **options) -> HTRecipeTower:
+    """H-T's hierarchical transformer over the prepared vocabulary (word2vec-initialised when given)."""
+    return HTRecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=embedding_matrix, **options)

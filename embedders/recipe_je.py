@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from .image import JointHead
+from .registry import register_recipe_tower
 
 __all__ = ["JERecipeTower", "make_embedding", "check_components"]
 
@@ -129,3 +130,9 @@ class JERecipeTower(nn.Module):
             parts["instructions"] = _last_hidden(self.sentence_lstm, sent.reshape(b, s, -1), n_instr, self.packed)
         emb = self.head(torch.cat([parts[c] for c in self.components], dim=-1))
         return {"emb": emb, "components": parts, "tokens": None, "mask": None}
+
+
+@register_recipe_tower("je", options=JERecipeTower)
+def _je_tower(*, vocab, embed_dim: int = 1024, embedding_matrix=None, **options) -> JERecipeTower:
+    """im2recipe's LSTM tower over the prepared vocabulary (word2vec-initialised when given)."""
+    return JERecipeTower(len(vocab), embed_dim=embed_dim, embedding_matrix=embedding_matrix, **options)

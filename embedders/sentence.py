@@ -17,7 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .recipe_ht import HTRecipeTower, masked_mean
+from .image import JointHead
+from .recipe_ht import COMPONENTS, HierarchicalRecipeTower, PooledTransformer, masked_mean
+from .recipe_je import check_components
+from .registry import register_recipe_tower
 
 __all__ = ["MiniLMRecipeTower", "WordPieceVocabulary", "minilm_path"]
 
@@ -60,8 +63,10 @@ class WordPieceVocabulary:
         return list(self.tokenizer(text, add_special_tokens=True, **kw)["input_ids"])
 
 
-class MiniLMRecipeTower(HTRecipeTower):
-    """H-T tower whose word-level encoders are one (by default frozen) MiniLM."""
+class MiniLMRecipeTower(HierarchicalRecipeTower):
+    """H-T tower whose word-level encoders are one (by default frozen) MiniLM: it holds that
+    encoder and a projection to ``hidden``, H-T's title transformer (over MiniLM's title token
+    outputs), the second-level transformers and the joint head."""
 
     def __init__(
         self,
@@ -74,18 +79,23 @@ class MiniLMRecipeTower(HTRecipeTower):
         max_len: int = 64,
         tanh: bool = True,
         freeze_encoder: bool = True,
-        components: tuple[str, ...] | list[str] = ("title", "ingredients", "instructions"),
+        components: tuple[str, ...] | list[str] = COMPONENTS,
     ):
-        super().__init__(0, embed_dim, hidden, heads, layers, ff_dim, dropout, max_len, tanh, components=components)
+        super().__init__()
         try:
             from transformers import AutoModel
         except ImportError as exc:
             raise ImportError(_INSTALL) from exc
-        for name in ("ingredients", "instructions"):  # MiniLM encodes the lines
-            if name in self.encoders:
-                del self.encoders[name]
-        self.title_encoder = self.encoders.pop("title") if "title" in self.encoders else None
-        del self.encoders
+        self.hidden = hidden
+        self.components = check_components(components, COMPONENTS)
+
+        def enc():
+            return PooledTransformer(hidden, heads, layers, ff_dim, dropout, max_len)
+
+        self.title_encoder = enc() if "title" in self.components else None  # MiniLM encodes the lines
+        self.mergers = nn.ModuleDict({name: enc() for name in COMPONENTS[1:] if name in self.components})
+        self.head = JointHead(len(self.components) * hidden, embed_dim, tanh)
+        self.token_dim = hidden
         self.sentence_encoder = AutoModel.from_pretrained(str(minilm_path()), local_files_only=True)
         width = self.sentence_encoder.config.hidden_size
         self.sentence_proj = nn.Linear(width, hidden)
@@ -119,3 +129,9 @@ class MiniLMRecipeTower(HTRecipeTower):
             return self.title_encoder(self.sentence_proj(out), mask)
         pooled = out if out.dim() == 2 else masked_mean(out, mask)
         return self.sentence_proj(pooled), None
+
+
+@register_recipe_tower("minilm", options=MiniLMRecipeTower, vocabulary=WordPieceVocabulary.from_package)
+def _minilm_tower(*, embed_dim: int = 1024, **options) -> MiniLMRecipeTower:
+    """The MiniLM-based H-T tower; it tokenises with MiniLM's WordPiece vocabulary, not the prepared one."""
+    return MiniLMRecipeTower(embed_dim=embed_dim, **options)

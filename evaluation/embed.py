@@ -90,11 +90,11 @@ def embed_split(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit}")
     dev = resolve_device(device, model)
-    limits = TextLimits.of_model(model).astuple()
+    limits = model.text_limits.astuple()  # the model's own tokenisation limits
     on_gpu = dev.type == "cuda"
     spec = LoaderSpec(
         vocab=model.vocab, train=False, batch_size=batch_size, num_workers=num_workers, seed=seed,
-        rank=0, world_size=1, image_size=int(model.image_tower.image_size), embedder=model,
+        rank=0, world_size=1, image_size=model.image_preprocessing.size, embedder=model,
         normalize=not on_gpu, limits=limits, pin_memory=on_gpu, image_pick=image_pick,
     )
     if shards is None:  # the split of PREPARED, its own store when it matches the model

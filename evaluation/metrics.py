@@ -12,19 +12,66 @@ Conventions (and the slips of the reference code they avoid):
   directions (rows: image queries; columns: recipe queries), as long as it fits in
   ``max_bytes`` (default 1 GiB: bags up to ~16k pairs); larger inputs fall back to one chunked
   product per direction, ``chunk`` queries at a time, so memory stays at ``chunk x N``.
+- What is computed from a bag's ranks is a list of registered metric functions
+  (:func:`register_metric`; default :data:`DEFAULT_METRICS`: ``medR`` then ``recall``). A metric
+  is ``fn(ranks, ks) -> {column: value}``: ``ranks`` the 1-based ranks of one direction's
+  queries (numpy int64), ``ks`` the K values of the protocol.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["DIRECTIONS", "retrieval_metrics", "evaluate_bags", "ranks", "paired_ranks"]
+__all__ = ["DIRECTIONS", "DEFAULT_METRICS", "retrieval_metrics", "evaluate_bags", "ranks", "paired_ranks",
+           "register_metric", "list_metrics", "metric_function"]
 
 DIRECTIONS = ("image_to_recipe", "recipe_to_image")
 KS = (1, 5, 10)
 MATRIX_BYTES = 1 << 30  # one shared similarity matrix up to this size
+DEFAULT_METRICS = ("medR", "recall")
+
+_METRICS: dict[str, Callable[[np.ndarray, Sequence[int]], dict[str, float]]] = {}
+
+
+def register_metric(name: str):
+    """Decorator: register ``fn(ranks, ks) -> {column: value}`` as metric ``name`` (a protocol's
+    ``metrics`` lists the names; each bag's columns are averaged over bags, mean and std). A
+    taken name is an error, unless it is the same function (its module imported again)."""
+
+    def deco(fn):
+        old = _METRICS.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"register_metric: a metric named {name!r} is already registered")
+        _METRICS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_metrics() -> list[str]:
+    """Registered metric names, sorted."""
+    return sorted(_METRICS)
+
+
+def metric_function(name: str):
+    """The function registered as ``name``; unknown: a ValueError listing the choices."""
+    if name not in _METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(list_metrics())}")
+    return _METRICS[name]
+
+
+@register_metric("medR")
+def median_rank(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """The median rank of the true match."""
+    return {"medR": float(np.median(ranks))}
+
+
+@register_metric("recall")
+def recall_at_k(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """R@K: the percentage of queries whose true match ranks K or better, per K."""
+    return {f"R@{k}": float(100.0 * (ranks <= k).mean()) for k in ks}
 
 
 def _as_backend(x: Any):
@@ -82,18 +129,18 @@ def paired_ranks(image_emb, recipe_emb, *, chunk: int = 2048, max_bytes: int = M
     return np.concatenate(rows).astype(np.int64) + 1, np.asarray(cols).astype(np.int64) + 1
 
 
-def _summary(r: np.ndarray, ks=KS) -> dict[str, float]:
-    result = {"medR": float(np.median(r))}
-    for k in ks:
-        result[f"R@{k}"] = float(100.0 * (r <= k).mean())
+def _summary(r: np.ndarray, ks=KS, metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+    result: dict[str, float] = {}
+    for name in metrics:
+        result.update(metric_function(name)(r, ks))
     return result
 
 
-def retrieval_metrics(image_emb, recipe_emb, *, ks=KS, chunk: int = 2048,
-                      max_bytes: int = MATRIX_BYTES) -> dict[str, dict[str, float]]:
-    """medR and R@K (percent) in both directions for one bag whose rows ``i`` match."""
+def retrieval_metrics(image_emb, recipe_emb, *, ks=KS, chunk: int = 2048, max_bytes: int = MATRIX_BYTES,
+                      metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, dict[str, float]]:
+    """The ``metrics`` (default medR and R@K, percent) in both directions for one bag whose rows ``i`` match."""
     i2r, r2i = paired_ranks(image_emb, recipe_emb, chunk=chunk, max_bytes=max_bytes)
-    return {"image_to_recipe": _summary(i2r, ks), "recipe_to_image": _summary(r2i, ks)}
+    return {"image_to_recipe": _summary(i2r, ks, metrics), "recipe_to_image": _summary(r2i, ks, metrics)}
 
 
 def _bags(n: int, bag_size: int, n_bags: int, sampling: str, seed: int) -> list[np.ndarray]:
@@ -116,6 +163,7 @@ def evaluate_bags(
     seed: int = 1234,
     ks=KS,
     chunk: int = 2048,
+    metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> dict[str, Any]:
     """The protocol: ``n_bags`` bags of ``bag_size`` pairs, metrics per bag, mean and std.
 
@@ -138,7 +186,7 @@ def evaluate_bags(
     per_bag = []
     for idx in bags:
         take = idx if not type(image_emb).__module__.startswith("torch") else _torch_index(idx, image_emb)
-        per_bag.append(retrieval_metrics(image_emb[take], recipe_emb[take], ks=ks, chunk=chunk))
+        per_bag.append(retrieval_metrics(image_emb[take], recipe_emb[take], ks=ks, chunk=chunk, metrics=metrics))
     result: dict[str, Any] = {
         "bag_size": int(len(bags[0])),
         "n_bags": len(bags),

@@ -25,7 +25,7 @@ from recipekit.embedders.modelfile import HF_PREFIX, resolve_model
 
 from .corpus import check_not_other_corpus, corpus_fingerprint, corpus_out, parse_splits, split_label
 from .embed import IMAGE_PICKS, SplitEmbeddings, embed_split
-from .metrics import DIRECTIONS, KS, evaluate_bags
+from .metrics import DEFAULT_METRICS, DIRECTIONS, KS, evaluate_bags, metric_function
 from .report import render_table, write_outputs
 
 __all__ = ["EvalProtocol", "EvalResult", "EvalTarget", "evaluate", "resolve_target", "score_protocol",
@@ -42,7 +42,8 @@ class EvalProtocol:
     """The bags to score: ``n_bags`` of ``bag_size`` and ``n_bags_large`` of ``bag_size_large``
     (``bag_size_large=None`` or ``n_bags_large=0`` skips them); ``sampling`` of the bags
     (``"independent"`` draws, or disjoint ``"chunks"`` of one shuffle) and ``seed`` (which also
-    seeds ``image_pick="random"``)."""
+    seeds ``image_pick="random"``); ``metrics``: the registered metric functions scored on each
+    bag (:func:`~recipekit.evaluation.metrics.register_metric`)."""
 
     bag_size: int = 1000
     n_bags: int = 10
@@ -51,8 +52,12 @@ class EvalProtocol:
     sampling: str = "independent"
     seed: int = 1234
     image_pick: str = "first"
+    metrics: tuple[str, ...] = DEFAULT_METRICS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        for name in self.metrics:
+            metric_function(name)  # an unknown name: a ValueError listing the registered ones
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"unknown bag sampling {self.sampling!r}; choose from {', '.join(SAMPLINGS)}")
         if self.image_pick not in IMAGE_PICKS:
@@ -170,7 +175,7 @@ def score_protocol(image, recipe, protocol: EvalProtocol) -> list[dict[str, Any]
             entries.append(entry)
             continue
         result = evaluate_bags(image, recipe, bag_size=size, n_bags=count, sampling=protocol.sampling,
-                               seed=protocol.seed)
+                               seed=protocol.seed, metrics=protocol.metrics)
         all_pairs_done = all_pairs_done or n <= size
         entry.update(applicable=True, bag_size=result["bag_size"], n_bags=result["n_bags"])
         entry.update({d: result[d] for d in DIRECTIONS})
@@ -292,7 +297,8 @@ def evaluate(
                  **({"shards": str(location)} if location is not None else {}),
                  **({"shards": [str(x) for x in locations]} if len(splits) > 1 and any(locations) else {})},
         "protocol": {
-            **{k: v for k, v in asdict(protocol).items()},
+            # the metric list is recorded when it is not the default (eval.json of the default protocol as before)
+            **{k: v for k, v in asdict(protocol).items() if k != "metrics" or v != DEFAULT_METRICS},
             "bag_sizes": [s for s, _ in protocol.bag_specs()],
             "directions": list(DIRECTIONS),
             "ks": list(KS),

@@ -41,18 +41,20 @@ def _cell(stat: dict[str, float], n_bags: int, digits: int) -> str:
 
 
 def render_table(report: dict[str, Any], *, digits: int = 1) -> str:
-    """The Markdown table of an eval.json dict (or of any dict with its ``bags`` list)."""
+    """The Markdown table of an eval.json dict (or of any dict with its ``bags`` list); the
+    columns are the protocol's metric columns (default medR, R@1, R@5, R@10)."""
+    columns = next((list(e["image_to_recipe"]) for e in report["bags"] if e.get("applicable", True)), list(METRICS))
     lines = [
-        "| bags | direction | " + " | ".join(METRICS) + " |",
-        "|---|---|" + "---:|" * len(METRICS),
+        "| bags | direction | " + " | ".join(columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
     ]
     for entry in report["bags"]:
         label = bag_label(entry)
         if not entry.get("applicable", True):
-            lines.append(f"| {label} | both | " + " | ".join("n/a" for _ in METRICS) + " |")
+            lines.append(f"| {label} | both | " + " | ".join("n/a" for _ in columns) + " |")
             continue
         for direction, name in DIRECTION_LABELS.items():
-            cells = [_cell(entry[direction][m], entry["n_bags"], digits) for m in METRICS]
+            cells = [_cell(entry[direction][m], entry["n_bags"], digits) for m in columns]
             lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -52,10 +52,15 @@ DEFAULT_DECODER = "torchvision"  # measured: docs/benchmarks.md, section "Stream
 
 
 def normalisation_for(embedder: Any = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) for an embedder: a :class:`JointEmbedder`, a config dict or a registered
-    config name; ImageNet statistics for None."""
+    """(mean, std) for an embedder, as the embedder states it: a :class:`JointEmbedder` (its
+    ``image_preprocessing``), a config dict or a registered config name (the normalisation of
+    its image backbone, :func:`recipekit.embedders.image.backbone_normalisation`); ImageNet
+    statistics for None."""
     if embedder is None:
         return IMAGENET_MEAN, IMAGENET_STD
+    wanted = getattr(embedder, "image_preprocessing", None)
+    if wanted is not None:
+        return tuple(wanted.mean), tuple(wanted.std)
     tower = getattr(embedder, "image_tower", None)
     if tower is not None:
         return tuple(tower.mean), tuple(tower.std)
@@ -64,12 +69,9 @@ def normalisation_for(embedder: Any = None) -> tuple[tuple[float, ...], tuple[fl
 
         embedder = get_config(embedder)
     if isinstance(embedder, Mapping):
-        from recipekit.embedders.image import IMAGENET_MEAN as M
-        from recipekit.embedders.image import IMAGENET_STD as S
-        from recipekit.embedders.image import LITE_MEAN, LITE_STD
+        from recipekit.embedders.image import backbone_normalisation
 
-        lite = embedder.get("image", {}).get("backbone") == "efficientnet_lite0"
-        return (LITE_MEAN, LITE_STD) if lite else (M, S)
+        return backbone_normalisation(embedder.get("image", {}).get("backbone", ""))
     raise TypeError(f"cannot find image normalisation for {type(embedder).__name__}")
 
 

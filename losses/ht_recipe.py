@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .registry import register_loss
 from .triplet import TripletLoss
 
 __all__ = ["HTRecipeLoss"]
@@ -44,3 +45,6 @@ class HTRecipeLoss(nn.Module):
                 if a != b:
                     terms.append(self.triplet(components[a], self.projections[f"{b}_to_{a}"](components[b])))
         return torch.stack(terms).mean()
+
+
+register_loss("ht_recipe", kind="recipe")(HTRecipeLoss)

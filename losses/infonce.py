@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .registry import register_loss
 
 __all__ = ["InfoNCELoss", "gather_features"]
 
@@ -17,8 +20,6 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, rank: int, world_size: int):
-        import torch.distributed as dist
-
         ctx.rank, ctx.world_size = rank, world_size
         parts = [torch.zeros_like(x) for _ in range(world_size)]
         dist.all_gather(parts, x.contiguous())
@@ -26,8 +27,6 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        import torch.distributed as dist
-
         grad = grad.contiguous()
         dist.all_reduce(grad)
         return grad.chunk(ctx.world_size, dim=0)[ctx.rank], None, None
@@ -38,8 +37,6 @@ def gather_features(x: torch.Tensor, rank: int, world_size: int, with_grad: bool
     B). Without ``with_grad`` the other ranks' features are constants and the local shard is
     put back in place so that it keeps its gradient (open_clip's ``gather_features``); with
     it, gradients flow back into every rank's features."""
-    import torch.distributed as dist
-
     if with_grad:
         return _AllGatherWithGrad.apply(x, rank, world_size)
     parts = [torch.zeros_like(x) for _ in range(world_size)]
@@ -108,3 +105,9 @@ class InfoNCELoss(nn.Module):
             logits_r = logits_v.t()
             target = torch.arange(b, device=v.device)
         return 0.5 * (F.cross_entropy(logits_v, target) + F.cross_entropy(logits_r, target))
+
+
+@register_loss("infonce", options=InfoNCELoss)
+def _infonce(*, rank: int = 0, world_size: int = 1, **options) -> InfoNCELoss:
+    """CLIP's symmetric InfoNCE; the trainer supplies this process's rank and the world size."""
+    return InfoNCELoss(rank=rank, world_size=world_size, **options)

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .registry import register_loss
+
 __all__ = ["PairwiseLoss"]
 
 
@@ -115,3 +117,17 @@ class PairwiseLoss(nn.Module):
         labels = labels.reshape(-1).long().to(image_emb.device)
         return (self.pair_weight * pair + self.image_class_weight * self._classification(image_emb, labels)
                 + self.recipe_class_weight * self._classification(recipe_emb, labels))
+
+
+@register_loss("pairwise", options=PairwiseLoss, pos_margin=0.0, neg_margin=0.9)
+def _pairwise(*, embed_dim: int = 1024, margin: float | None = None, **options) -> PairwiseLoss:
+    """im2recipe's pairwise loss; ``margin`` is the cosine margin (``neg_margin = 1 - margin``)."""
+    if margin is not None:
+        options["neg_margin"] = 1.0 - float(margin)
+    return PairwiseLoss(embed_dim=embed_dim, **options)
+
+
+@register_loss("pairwise++", options=PairwiseLoss, pos_margin=0.3, neg_margin=0.9)
+def _pairwise_pp(*, embed_dim: int = 1024, **options) -> PairwiseLoss:
+    """AdaMine's pairwise++ (a positive margin too)."""
+    return PairwiseLoss(embed_dim=embed_dim, **options)

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from .common import AGGREGATIONS, DynamicMargin, MarginLoss, aggregate, background_free_ce, cosine_distance
+from .registry import register_loss
 
 __all__ = ["TripletLoss", "AdaMineLoss"]
 
@@ -188,3 +189,28 @@ class AdaMineLoss(MarginLoss):
         wi, wr = self.image_class_weight, self.recipe_class_weight
         return ((1.0 - wi - wr) * loss + wi * background_free_ce(self.classifier, image_emb, labels)
                 + wr * background_free_ce(self.classifier, recipe_emb, labels))
+
+
+register_loss("triplet")(TripletLoss)
+
+
+def _adamine(name: str, **defaults):
+    """AdaMine under ``name``: the run's embedding size is supplied (the optional classifier's input)."""
+
+    def build(*, embed_dim: int = 1024, **options) -> AdaMineLoss:
+        return AdaMineLoss(embed_dim=embed_dim, **options)
+
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    register_loss(name, options=AdaMineLoss, **defaults)(build)
+
+
+_adamine("adamine")
+_adamine("adamine_ins", semantic=False)
+_adamine("adamine_sem", instance=False)
+_adamine("adamine_avg", aggregation="mean")
+
+
+@register_loss("adamine_ins_cls", options=AdaMineLoss, semantic=False)
+def _adamine_ins_cls(*, num_classes: int, embed_dim: int = 1024, **options) -> AdaMineLoss:
+    """AdaMine_ins+cls: instance triplets and a classifier over the run's classes (background included)."""
+    return AdaMineLoss(num_classes=num_classes, embed_dim=embed_dim, **options)

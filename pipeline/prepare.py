@@ -16,7 +16,7 @@ from . import shard as _shard
 from . import store as _store
 from . import word2vec as _word2vec
 from .backends import make_executor
-from .overrides import ConfigError, check_type, did_you_mean, parse_override
+from recipekit.core.overrides import ConfigError, check_type, did_you_mean, parse_override
 from .stagekit import Stage, StageReport, run_stage
 from .stageparams import StageParams
 

@@ -28,13 +28,14 @@ __all__ = ["embed_images", "embed_recipes", "embed_recipe_query", "image_tensor"
 
 
 def limits_of(model) -> tuple[int, int, int]:
-    return TextLimits.of_model(model).astuple()
+    """The model's tokenisation limits (:attr:`JointEmbedder.text_limits`)."""
+    return tuple(model.text_limits)
 
 
 def _decoder(model):
     from recipekit.loaders.images import ImageDecoder
 
-    return ImageDecoder("auto", train=False, size=int(model.image_tower.image_size))
+    return ImageDecoder("auto", train=False, size=model.image_preprocessing.size)
 
 
 def _normalised(model, pixels: torch.Tensor) -> torch.Tensor:

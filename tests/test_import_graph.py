@@ -108,7 +108,7 @@ def test_pipeline_never_imports_torch_or_the_training_side():
 
 
 @pytest.mark.parametrize("module", ["recipekit.pipeline.shard", "recipekit.pipeline.shardplan",
-                                    "recipekit.pipeline.prepare", "recipekit.pipeline.overrides"])
+                                    "recipekit.pipeline.prepare", "recipekit.core.overrides"])
 def test_each_module_imports_alone(module):
     code = f"import sys, {module}; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0

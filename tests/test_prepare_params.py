@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from recipekit.cli.main import main as cli
-from recipekit.pipeline.overrides import ConfigError
+from recipekit.core.overrides import ConfigError
 from recipekit.pipeline.parse import ParseParams
 from recipekit.pipeline.prepare import STAGES, PrepareConfig, prepare, setting_keys
 from recipekit.pipeline.shard import ShardParams

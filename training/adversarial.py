@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
-from recipekit.embedders.generator import kl_standard_normal
+from recipekit.embedders.generator import ImageDiscriminator, from_tower_input, kl_standard_normal
 from recipekit.losses import adversarial as L
 
 from .config import ConfigError, TrainConfig
@@ -69,8 +70,6 @@ class Discriminators(nn.Module):
 
     def __init__(self, method: str, embed_dim: int, image_size: int, cond_dim: int, channels: int):
         super().__init__()
-        from recipekit.embedders.generator import ImageDiscriminator
-
         self.critic = L.ModalityCritic(embed_dim) if method in ("acme", "tnlbt") else None
         self.image = ImageDiscriminator(image_size, cond_dim, channels)
         self.source = ImageDiscriminator(image_size, 0, channels) if method == "r2gan" else None
@@ -108,8 +107,6 @@ class IngredientTargets:
 
 
 def _real(model, images: torch.Tensor, size: int) -> torch.Tensor:
-    from recipekit.embedders.generator import from_tower_input
-
     tower = model.image_tower
     return from_tower_input(images, size, tower.mean, tower.std)
 
@@ -229,8 +226,6 @@ class Adversary:
         scaler = self.d_scaler
         (scaler.scale(loss) if scaler is not None else loss).backward()
         if self.info.distributed:
-            from torch import distributed as dist
-
             for p in params:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)

@@ -12,7 +12,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from recipekit.embedders import Vocabulary, create_embedder, get_config, load_word2vec_matrix, recipe_tower_spec
+from recipekit.losses import DynamicMargin, create_loss, loss_spec
+
 from .config import ConfigError, TrainConfig
+from .data import num_classes
 from .distributed import DistInfo, gather_labels, gather_with_local_grad, scale_grad
 
 __all__ = ["build_model", "build_losses", "build_optimizer", "LRFactor", "AmpSettings", "amp_settings",
@@ -22,8 +26,6 @@ __all__ = ["build_model", "build_losses", "build_optimizer", "LRFactor", "AmpSet
 def build_model(cfg: TrainConfig):
     """The :class:`~recipekit.embedders.JointEmbedder` of ``[model]``, with the prepared
     vocabulary and (``model.word2vec``) word2vec-initialised word embeddings."""
-    from recipekit.embedders import Vocabulary, create_embedder, get_config, load_word2vec_matrix
-
     prepared = Path(cfg.data.prepared)
     vocab_file = prepared / "word2vec" / "vocab.txt"
     if not vocab_file.exists():
@@ -39,7 +41,11 @@ def build_model(cfg: TrainConfig):
     tower = (overrides.get("recipe") or {}).get("tower", base["recipe"]["tower"])
     vocab = Vocabulary.from_file(vocab_file)
     matrix = None
-    if cfg.model.word2vec and tower in ("je", "ht"):
+    try:
+        takes_vectors = "embedding_matrix" in recipe_tower_spec(tower).needs  # towers over the prepared words
+    except ValueError as exc:
+        raise ConfigError(f"model.overrides: {exc}") from None
+    if cfg.model.word2vec and takes_vectors:
         folder = prepared / "word2vec"
         if not (folder / "vectors.npy").exists() and not (folder / "word2vec.kv").exists():
             raise FileNotFoundError(f"{folder / 'vectors.npy'}: missing (or set model.word2vec = false)")
@@ -56,35 +62,27 @@ def build_model(cfg: TrainConfig):
 
 
 def build_losses(cfg: TrainConfig, model, info: DistInfo):
-    """(image-recipe loss, H-T recipe loss or None)."""
-    from recipekit.losses import DynamicMargin, create_loss
-
-    from .data import num_classes
-
+    """(image-recipe loss, H-T recipe loss or None). The loss's builder gets the run quantities
+    it declares (:data:`recipekit.losses.RUN_KEYS`), and only those."""
     lc = cfg.loss
     kwargs = dict(lc.options)
     if lc.dynamic_margin is not None:
         kwargs["margin"] = DynamicMargin(**{k: float(v) for k, v in lc.dynamic_margin.items()})
-    if lc.name.startswith("pairwise"):
-        kwargs.setdefault("embed_dim", model.embed_dim)
-    from recipekit.losses.registry import _LOSSES
-
-    if kwargs.get("num_classes", _LOSSES.get(lc.name, ("", "", {}))[2].get("num_classes")) == "auto":
-        kwargs["num_classes"] = num_classes(Path(cfg.data.prepared))  # a classification head (pairwise, adamine_ins_cls)
-    if kwargs.get("num_classes"):
-        kwargs.setdefault("embed_dim", model.embed_dim)
-    if lc.name == "infonce":
-        kwargs.update(rank=info.rank, world_size=info.world_size)
+    prepared = Path(cfg.data.prepared)
+    run = {"embed_dim": lambda: model.embed_dim, "num_classes": lambda: num_classes(prepared),
+           "rank": lambda: info.rank, "world_size": lambda: info.world_size, "vocab": lambda: model.vocab}
     try:
-        loss = create_loss(lc.name, **kwargs)
+        loss = loss_spec(lc.name).build(kwargs, run)
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"[loss] {lc.name}: {exc}") from None
     recipe_loss = None
     if lc.recipe_weight > 0:
         tower = model.config["recipe"]["tower"]
-        if tower == "je":
+        if getattr(model.recipe_tower, "hidden", None) is None:  # component vectors of one width
             raise ConfigError("loss.recipe_weight: H-T's recipe loss needs the ht or minilm recipe tower "
-                              "(title / ingredients / instructions vectors of one width), not je")
+                              f"(title / ingredients / instructions vectors of one width), not {tower}")
         parts = tuple(getattr(model.recipe_tower, "components", ("title", "ingredients", "instructions")))
         if len(parts) < 2:
             raise ConfigError(f"loss.recipe_weight: H-T's recipe loss relates recipe components to each other; the "

@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from recipekit.embedders.model import load_weights_file
 from recipekit.core.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -104,8 +106,6 @@ def restore_generators(modules: dict[str, torch.nn.Module], states: dict[str, to
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    from recipekit.embedders.model import load_weights_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
@@ -135,8 +135,6 @@ def save_training_state(path: str | os.PathLike, state: TrainingState, info, *, 
     mine = {"global": capture_rng(), "generators": generator_states(state.losses)}
     states = [mine]
     if info.distributed:
-        from torch import distributed as dist
-
         states = [None] * info.world_size
         dist.all_gather_object(states, mine)
     if info.is_main:
@@ -182,6 +180,8 @@ def check_resume_config(saved: dict, cfg) -> None:
     if "gan" not in saved and cfg.gan.method == "none":  # a checkpoint from before the [gan] section
         old.update({k: v for k, v in new.items() if k.startswith("gan.")})
     old.setdefault("train.select_window", 1)  # a checkpoint from before the key: one validation per score
+    if "train.plugins" not in old and not cfg.train.plugins:  # a checkpoint from before train.plugins
+        old["train.plugins"] = []
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)

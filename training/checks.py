@@ -1,14 +1,20 @@
-"""Value checks of a run config (:func:`validate`): ranges, choices, and the ``[loss]`` options
-against the loss class's signature. Errors are :class:`~recipekit.training.config.ConfigError`
-naming the source and the key. No torch needed (the loss signature check is skipped without it)."""
+"""Value checks of a run config (:func:`validate`): ranges, choices, and the ``[loss]`` name and
+options against the loss registry (:func:`recipekit.losses.loss_spec`). Errors are
+:class:`~recipekit.training.config.ConfigError` naming the source and the key. The modules named
+in ``train.plugins`` are imported first, so the losses they register are known. No torch needed
+(the loss check is skipped without it: the trainer checks again when it builds the loss)."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import importlib
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-from .config import _RESERVED_LOSS_KWARGS, LOSS_TRAINER_KEYS, ConfigError, TrainConfig
+from .config_keys import LOSS_TRAINER_KEYS, RESERVED_LOSS_KWARGS, ConfigError
 
-__all__ = ["validate"]
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+__all__ = ["validate", "import_plugins"]
 
 
 def _positive(src: str, key: str, value: float, zero_ok: bool = False) -> None:
@@ -87,11 +93,26 @@ def validate(cfg: TrainConfig, src: str) -> None:
                 raise ConfigError(f"{src}: loss.dynamic_margin.{k}: expected a number, got {v!r}")
         if "margin" in lo.options:
             raise ConfigError(f"{src}: give loss.margin or loss.dynamic_margin, not both")
-    for key in _RESERVED_LOSS_KWARGS:
+    for key in RESERVED_LOSS_KWARGS:
         if key in lo.options:
             raise ConfigError(f"{src}: loss.{key} is set by the trainer (torch.distributed), not the config")
+    import_plugins(t.plugins, src)
+    _check_model(cfg, src)
     _check_loss(cfg, src)
     _check_gan(cfg, src)
+
+
+def import_plugins(modules: Sequence[str], src: str = "<config>", key: str = "train.plugins") -> None:
+    """Import each module named in ``train.plugins`` (importable names on ``sys.path``, the
+    user's own code, never a file of a data or run folder): importing it runs its
+    ``register_loss`` / ``register_embedder`` / ``register_metric`` decorators."""
+    for name in modules:
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(f"{src}: {key}: {name!r} is not a module name (a.b.c)")
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"{src}: {key}: cannot import {name!r} ({exc})") from None
 
 
 def _check_gan(cfg: TrainConfig, src: str) -> None:
@@ -124,32 +145,43 @@ def _check_gan(cfg: TrainConfig, src: str) -> None:
                           "model.overrides.generator = { image_size = 64 } (or {} for the defaults)")
 
 
-def _check_loss(cfg: TrainConfig, src: str) -> None:
-    """Loss name and keyword arguments against the registry and the class signature."""
-    import importlib
-    import inspect
+def _check_model(cfg: TrainConfig, src: str) -> None:
+    """The embedder name, and its recipe tower, against the registries (the tower check needs torch)."""
+    from recipekit.embedders import get_config
 
-    from recipekit.losses.registry import _LOSSES  # torch-free module
-
-    name = cfg.loss.name
-    if name not in _LOSSES or name == "ht_recipe":
-        options = sorted(n for n in _LOSSES if n != "ht_recipe")
-        raise ConfigError(f"{src}: loss.name must be one of {', '.join(options)} (ht_recipe is loss.recipe_weight), "
-                          f"got {name!r}")
-    module, cls, _defaults = _LOSSES[name]
     try:
-        klass = getattr(importlib.import_module(f"recipekit.losses.{module}"), cls)
+        base = get_config(cfg.model.embedder)
+    except ValueError as exc:
+        raise ConfigError(f"{src}: model.embedder: {exc}") from None
+    recipe = (cfg.model.overrides or {}).get("recipe")
+    tower = (recipe.get("tower") if isinstance(recipe, Mapping) else None) or base["recipe"].get("tower")
+    try:
+        from recipekit.embedders import recipe_tower_spec
+
+        recipe_tower_spec(tower)
+    except ModuleNotFoundError:  # no torch here: the trainer checks again when it builds the model
+        return
+    except ValueError as exc:
+        raise ConfigError(f"{src}: model.overrides.recipe.tower: {exc}") from None
+
+
+def _check_loss(cfg: TrainConfig, src: str) -> None:
+    """Loss name and keyword arguments against the registry (what the builder's signature declares)."""
+    try:
+        from recipekit.losses import list_losses, loss_spec
+
+        names = list_losses(kind="pair")
     except ModuleNotFoundError:  # no torch here: the trainer checks again when it builds the loss
         return
-    params = inspect.signature(klass.__init__).parameters
-    allowed = {p for p in params if p != "self"} - set(_RESERVED_LOSS_KWARGS)
-    if name == "pairwise":
-        allowed.add("margin")
+    name = cfg.loss.name
+    if name not in names:
+        raise ConfigError(f"{src}: loss.name must be one of {', '.join(names)} (ht_recipe is loss.recipe_weight), "
+                          f"got {name!r}")
+    spec = loss_spec(name)
+    allowed = set(spec.options) - set(RESERVED_LOSS_KWARGS)
     for key in cfg.loss.options:
         if key not in allowed:
             raise ConfigError(f"{src}: unknown key loss.{key} for loss {name!r} (options: trainer keys "
-                              f"{', '.join(LOSS_TRAINER_KEYS)}; {klass.__name__} takes {', '.join(sorted(allowed))})")
-    if cfg.loss.dynamic_margin is not None and "margin" not in params:
+                              f"{', '.join(LOSS_TRAINER_KEYS)}; {spec.target} takes {', '.join(sorted(allowed))})")
+    if cfg.loss.dynamic_margin is not None and not spec.dynamic_margin:
         raise ConfigError(f"{src}: loss.dynamic_margin needs a loss with a margin (triplet, adamine*), not {name!r}")
-
-

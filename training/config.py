@@ -27,12 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from recipekit.pipeline.overrides import ConfigError, check_type, parse_override, set_path
+from recipekit.core.overrides import ConfigError, check_type, parse_override, set_path
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+from .checks import validate
+from .config_keys import LOSS_TRAINER_KEYS, ConfigError
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "TrainSection", "DDPConfig",
@@ -65,10 +68,6 @@ class ModelConfig:
     embedder: str = "ht_resnet50"  # a registered embedder (recipekit.embedders.list_embedders())
     word2vec: bool = True  # initialise the word embeddings from PREPARED/word2vec/vectors.npy
     overrides: dict = field(default_factory=dict)  # passed to create_embedder(embedder, **overrides)
-
-
-LOSS_TRAINER_KEYS = ("name", "dynamic_margin", "recipe_weight", "recipe_margin", "matching_weight")
-_RESERVED_LOSS_KWARGS = ("rank", "world_size")  # set by the trainer (DDP)
 
 
 @dataclass
@@ -116,6 +115,7 @@ class TrainSection:
     freeze_patience: int = 1  # alternate: validations without improvement before the first swap (im2recipe: 1)
     freeze_patience_after: int = 3  # alternate: ... before each later swap (im2recipe: 3)
     alternate_split: str = "backbone"  # alternate: backbone (vs the rest, im2recipe) | towers (image vs recipe tower)
+    plugins: list = field(default_factory=list)  # module names imported first: the user's own losses, towers, metrics
 
 
 @dataclass
@@ -188,7 +188,7 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-# -- parsing (the override parser is shared with `prepare --set`: recipekit.pipeline.overrides) --
+# -- parsing (the override parser is shared with `prepare --set`: recipekit.core.overrides) --
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
@@ -257,8 +257,6 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
         value = getattr(cfg.data, key)
         if value and "://" not in value and not value.startswith("pipe:"):
             setattr(cfg.data, key, os.path.abspath(os.path.expanduser(value)))
-    from .checks import validate
-
     validate(cfg, source)
     return cfg
 

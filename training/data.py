@@ -28,7 +28,8 @@ __all__ = ["batch_arithmetic", "check_split", "describe_batch", "model_limits", 
 
 
 def model_limits(model) -> tuple[int, int, int]:
-    return TextLimits.of_model(model).astuple()
+    """The model's tokenisation limits (:attr:`JointEmbedder.text_limits`)."""
+    return tuple(model.text_limits)
 
 
 def store_mismatch(prepared: Path, model) -> str | None:
@@ -93,7 +94,7 @@ def paired_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, on_gpu
         vocab=model.vocab,  # the model's own (minilm: WordPiece)
         train=True, batch_size=d.batch_size, num_workers=d.num_workers,
         epoch_length=d.epoch_length or None, seed=cfg.train.seed, rank=rank, world_size=world_size,
-        class_aware=d.class_aware, image_size=int(model.image_tower.image_size), decoder=d.decoder,
+        class_aware=d.class_aware, image_size=model.image_preprocessing.size, decoder=d.decoder,
         embedder=model, normalize=not on_gpu, shuffle_size=d.shuffle_size, limits=model_limits(model),
         pin_memory=on_gpu, persistent_workers=d.num_workers > 0,
     )

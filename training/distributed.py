@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from recipekit.losses.infonce import gather_features
 
 __all__ = ["DistInfo", "setup", "teardown", "barrier", "gather_with_local_grad", "gather_labels", "scale_grad",
            "mean_over_ranks", "resolve_device"]
@@ -112,8 +113,6 @@ def gather_with_local_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """[B, D] of every rank concatenated in rank order; the local rows keep their gradient."""
     if not info.distributed:
         return x
-    from recipekit.losses.infonce import gather_features
-
     return gather_features(x, info.rank, info.world_size, with_grad=False)
 
 

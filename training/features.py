@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from recipekit.embedders.text import collate_recipes
 from recipekit.pipeline.progress import bar_disabled
 from recipekit.core.io import atomic_path
 from recipekit.core.layout import Prepared
@@ -179,8 +180,6 @@ class TokenSource:
                 self.cache[sample["__key__"]] = tokenise_sample(json.loads(sample["json"]), model.vocab, *limits)
 
     def batch(self, ids: list[str]) -> dict[str, torch.Tensor]:
-        from recipekit.embedders.text import collate_recipes
-
         if self.store is not None:
             return collate_recipes([self.store[i] for i in ids])
         return collate_recipes([self.cache[i] for i in ids])

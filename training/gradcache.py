@@ -66,6 +66,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from recipekit.embedders.model import EmbedderOutput
 
 __all__ = ["GradCache", "split_inputs", "representations", "surrogate", "batchnorm_in_training"]
 
@@ -100,8 +101,6 @@ def representations(step, kind: str, out) -> dict[str, torch.Tensor]:
 
 
 def _output(reps: dict[str, torch.Tensor]):
-    from recipekit.embedders.model import EmbedderOutput
-
     comps = {k.split(":", 1)[1]: v for k, v in reps.items() if k.startswith("component:")}
     return EmbedderOutput(image=reps.get("image"), recipe=reps.get("recipe"), components=comps)
 

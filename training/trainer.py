@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 from recipekit.pipeline.progress import bar_disabled
 from recipekit.core.io import atomic_path
 from recipekit.core.layout import Run
@@ -235,8 +236,6 @@ class _Run:
         """(Re)wrap the step module in DDP: needed whenever the set of trainable parameters changes."""
         if not self.info.distributed:
             return
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         self.ddp = None
         self.ddp = DDP(self.step, device_ids=[self.dev.index] if self.on_gpu else None,
                        find_unused_parameters=self.cfg.ddp.find_unused_parameters)

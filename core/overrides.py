@@ -64,7 +64,7 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 
 def check_type(value: Any, hint: Any, where: str) -> Any:
-    """``value`` checked against a field's type hint (bool, int, float, str, dict, ``X | None``,
+    """``value`` checked against a field's type hint (bool, int, float, str, list of str, dict, ``X | None``,
     ``tuple[float, ...]``); a float field takes an int. ``where`` names the key in the error."""
     args = typing.get_args(hint)
     if type(None) in args:  # X | None
@@ -88,6 +88,10 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if hint is list:  # a list of strings (train.plugins: module names)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return list(value)
     if hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
