@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
+from .options import log_options
+
 
 @click.command("export")
+@log_options
 @click.argument("run", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The model folder to write (default: RUN/model).")
@@ -24,11 +27,13 @@ def export_cmd(run, out):
 
 
 @click.group("convert")
+@log_options
 def convert_cmd():
     """Convert checkpoints released with the reference projects into recipekit model folders."""
 
 
 @convert_cmd.command("ht")
+@log_options
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--backbone", type=click.Choice(["resnet50", "vit"]), required=True,
               help="The image backbone of the checkpoint (H-T's r50_ssl: resnet50, vit_ssl: vit).")

@@ -204,8 +204,9 @@ class RunTarget:
             if config is None:
                 if self.is_run_folder:
                     raise FileNotFoundError(f"{self.run.resolved_config}: missing; give the prepared folder with --data")
-                raise ValueError(f"{self.checkpoint}: a checkpoint file needs --data PREPARED "
-                                 f"(no {Run.RESOLVED_CONFIG} beside it or one folder up)")
+                what = "a model folder" if self.checkpoint.is_dir() else "a checkpoint file"
+                raise ValueError(f"{self.checkpoint}: {what} needs --data PREPARED "
+                                 f"(no {Run.RESOLVED_CONFIG} in it, beside it or one folder up)")
             section = config.get("data")
             prepared = section.get("prepared") if isinstance(section, dict) else None
             if not prepared:

@@ -100,7 +100,7 @@ def test_resolve_a_checkpoint_file(tmp_path):
     assert found.run == Run(run)
     with pytest.raises(ValueError, match=r"config.resolved.json: expected a JSON object"):
         found.run_config()
-    with pytest.raises(FileNotFoundError, match=r"nothing: no such run folder or checkpoint file"):
+    with pytest.raises(FileNotFoundError, match=r"nothing: no such run folder, model folder or checkpoint file"):
         Run.resolve(tmp_path / "nothing")
 
 
