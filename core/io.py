@@ -147,13 +147,9 @@ def staged(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success (inside a
-    running stage: when the whole stage succeeds, together with its other outputs). On an
-    error the temporary file is removed and ``path`` is left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
+def _published(path: Path, tmp: Path, replace, remove) -> Iterator[Path]:
+    """Yield ``tmp``; on success hand it to the running stage's commit when that covers ``path``,
+    else ``replace(tmp, path)`` now; on an error (or after a failed replace) ``remove(tmp)``."""
     keep = False
     try:
         yield tmp
@@ -162,10 +158,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             commit.add(path, tmp)
             keep = True
         else:
-            os.replace(tmp, path)
+            replace(tmp, path)
     finally:
         if not keep and tmp.exists():
-            tmp.unlink()
+            remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success (inside a
+    running stage: when the whole stage succeeds, together with its other outputs). On an
+    error the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _published(path, tmp_name(path), os.replace, Path.unlink) as tmp:
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -177,18 +184,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    keep = False
-    try:
+    with _published(path, tmp, _replace, shutil.rmtree) as tmp:
         yield tmp
-        commit = _pending_commit()
-        if commit is not None and commit.covers(path):
-            commit.add(path, tmp)
-            keep = True
-        else:
-            _replace(tmp, path)
-    finally:
-        if not keep and tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
