@@ -17,12 +17,11 @@ extracted ingredient names *or* its raw ingredient lines, are dropped; whole wor
 folded: ``tomato`` also drops "2 tomatoes" and ``cherry tomato``). ``without`` does both.
 ``class_name`` keeps only recipes of that class, ``partition`` (``train``, ``val``, ``test``;
 ``all`` or None: every one) only recipes of that split: AdaMine's ingredient and removal
-experiments retrieve among the test images.
+experiments retrieve among the test images. These filters live in :mod:`.filters`.
 """
 
 from __future__ import annotations
 
-import difflib
 import io
 import os
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import SearchError
+from .filters import ALL_PARTITIONS, RecipeFilters, class_hint  # noqa: F401 (re-exported)
 from .index import KINDS, _faiss, read_meta, resolve_run
 from .ingredients import IngredientVocabulary, RecipeMentions, mentions, split_terms, without_ingredients
 
@@ -40,7 +40,6 @@ __all__ = ["ALL_PARTITIONS", "Hit", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "Sear
 TARGETS = KINDS  # ("recipes", "images")
 MAX_IMAGE_BYTES = 20 * 2**20  # an upload larger than this is refused before decoding
 MAX_IMAGE_PIXELS = 50_000_000  # width x height; a larger photo is refused before decoding
-ALL_PARTITIONS = "all"  # the partition filter's "no filter"
 
 
 @dataclass
@@ -72,20 +71,9 @@ def _columns(path: Path, names: Sequence[str]) -> dict[str, list]:
     return {c: table.column(c).to_pylist() for c in names}
 
 
-def class_hint(wanted: str, names: Sequence[str]) -> str:
-    """What to say after "unknown class": every class when there are few, else the close matches
-    and the command that lists them all."""
-    if not names:
-        return "; this index has no classes (background only)"
-    if len(names) <= 20:
-        return f"; classes: {', '.join(names)}"
-    close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.5)
-    return ((f"; close matches: {', '.join(close)}" if close else "")
-            + f"; {len(names)} classes, listed by `recipekit search RUN --list-classes`")
-
-
-class SearchEngine:
-    """A trained model and its index. Build with :meth:`open`."""
+class SearchEngine(RecipeFilters):
+    """A trained model and its index. Build with :meth:`open`. Its class, partition and
+    ingredient filters (and :meth:`classes`, :meth:`partitions`) come from :class:`RecipeFilters`."""
 
     def __init__(self, model, index_dir: Path, meta: dict[str, Any], *, max_image_bytes: int = MAX_IMAGE_BYTES,
                  max_image_pixels: int = MAX_IMAGE_PIXELS):
@@ -151,16 +139,6 @@ class SearchEngine:
     # -- what the index knows --------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.recipes["recipe_id"])
-
-    def classes(self) -> list[str]:
-        """Class names of the indexed recipes, by class id (background excluded)."""
-        return [n for _, n in self._class_table()]
-
-    def _class_table(self) -> list[tuple[int, str]]:
-        if self._classes is None:
-            self._classes = sorted({(c, n) for c, n in zip(self.recipes["class_id"], self.recipes["class_name"])
-                                    if c != 0})
-        return self._classes
 
     def known_ingredient(self, name: str) -> str | None:
         """The canonical ingredient name ``name`` stands for in this index, or None."""
@@ -229,46 +207,6 @@ class SearchEngine:
         return self._search(vec, target, k, self._mask(class_name, excluded, partition))
 
     # -- internals -------------------------------------------------------------------------
-    def _excluded(self, *lists: Iterable[str] | str) -> list[str]:
-        return list(dict.fromkeys(self.ingredients.require_all([t for terms in lists for t in split_terms(terms)])))
-
-    def partitions(self) -> list[str]:
-        """The partitions (splits) of the indexed recipes, sorted."""
-        return [str(p) for p in np.unique(self._partition_of) if p]
-
-    def _partition(self, partition: str | None) -> str | None:
-        wanted = str(partition or "").strip().lower()
-        if not wanted or wanted == ALL_PARTITIONS:
-            return None
-        if wanted not in self.partitions():
-            raise SearchError(f"unknown partition {partition!r}; this index has {', '.join(self.partitions())} "
-                              f"(or {ALL_PARTITIONS})")
-        return wanted
-
-    def _class(self, class_name: str | None) -> tuple[int, str] | None:
-        if class_name is None or not str(class_name).strip():
-            return None
-        wanted = " ".join(str(class_name).lower().split())
-        names = {n.lower(): c for c, n in self._class_table()}
-        if wanted not in names:
-            raise SearchError(f"unknown class {class_name!r}{class_hint(wanted, list(names))}")
-        return names[wanted], wanted
-
-    def _mask(self, class_name: str | None, excluded: Sequence[str], partition: str | None = None) -> np.ndarray | None:
-        cls, part = self._class(class_name), self._partition(partition)
-        if cls is None and not excluded and part is None:
-            return None
-        mask = np.ones(len(self), dtype=bool) if cls is None else self._class_ids == cls[0]
-        if part is not None:
-            mask &= self._partition_of == part
-        if excluded:
-            if self._mentions is None:
-                self._mentions = RecipeMentions(self.recipes["ingredients"], self._text_table().column("ingredients"),
-                                                self.ingredients)
-            for x in excluded:
-                mask &= ~self._mentions(x)
-        return mask
-
     def _text_table(self):
         """The prepared ``recipes.parquet`` (raw ingredient lines, instructions, url), row for row
         the index's recipes; kept as an Arrow table (columns, not Python objects)."""
