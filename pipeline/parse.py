@@ -12,7 +12,6 @@ JSON stops the stage with an error naming the byte offset.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from array import array
 from collections import Counter
@@ -33,6 +32,9 @@ from .jsonfast import map_array
 from .jsonstream import InvalidElement
 from .progress import bar_disabled
 from .quarantine import Rejection, replace_stage_rows
+from .records import (BATCH, DET_SCHEMA, IMAGE_ID_RE, IMAGES_SCHEMA, PARTITIONS, RECIPES_SCHEMA, image_relpath,
+                      not_text, validate_recipe, validate_run)
+from .resplit import random_resplit
 from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, require
 from .textclean import clean_text
@@ -48,8 +50,6 @@ __all__ = [
     "validate_recipe",
     "image_relpath",
 ]
-
-PARTITIONS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -72,118 +72,6 @@ class ParseParams(StageParams):
     @classmethod
     def from_manifest(cls, params: dict[str, Any]) -> ParseParams:
         return cls(**{k: tuple(v) if k == "split_ratios" else v for k, v in params.items()})
-
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_IMAGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9]{1,5})?")
-BATCH = 20_000
-# A lone surrogate (JSON's "\ud800" escape without its pair) is valid JSON but not text: it
-# cannot be written as UTF-8, so the record holding it is quarantined.
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-
-def _not_text(value: str) -> bool:
-    return not value.isascii() and _SURROGATE_RE.search(value) is not None
-
-# Every string column of every Parquet file of a prepared folder is large_string (and every
-# list a large_list): what polars writes for the other stages' tables, so the files agree
-# (a reader concatenating or casting them sees one type), with 64-bit offsets.
-RECIPES_SCHEMA = pa.schema(
-    [
-        ("id", pa.large_string()),
-        ("partition", pa.large_string()),
-        ("title", pa.large_string()),
-        ("ingredients", pa.large_list(pa.large_string())),
-        ("instructions", pa.large_list(pa.large_string())),
-        ("url", pa.large_string()),
-    ]
-)
-IMAGES_SCHEMA = pa.schema(
-    [
-        ("image_id", pa.large_string()),
-        ("recipe_id", pa.large_string()),
-        ("partition", pa.large_string()),
-        ("position", pa.int16()),  # order of the image within its recipe (0 = first)
-        ("path", pa.large_string()),  # relative to SRC/images
-        ("present", pa.bool_()),
-        ("url", pa.large_string()),
-    ]
-)
-DET_SCHEMA = pa.schema([("id", pa.large_string()), ("ingredients", pa.large_list(pa.large_string()))])
-
-
-def image_relpath(partition: str, image_id: str) -> str:
-    """Recipe1M's image path: ``{partition}/a/b/c/d/{image_id}``."""
-    return "/".join([partition, *image_id[:4], image_id])
-
-
-def _text_items(rec: dict, field: str, stats: Counter | None = None) -> tuple[list[str] | None, str | None]:
-    value = rec.get(field)
-    if field not in rec:
-        return None, f"missing field '{field}'"
-    if not isinstance(value, list):
-        return None, f"field '{field}' must be a list, got {type(value).__name__}"
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-            return None, f"field '{field}' item {i} must be an object with a string 'text'"
-        if _not_text(item["text"]):
-            return None, f"field '{field}' item {i}: lone surrogate escape (not valid Unicode text)"
-        text = clean_text(item["text"], stats)
-        if text:
-            out.append(text)
-    return out, None
-
-
-def validate_recipe(rec: Any, stats: Counter | None = None) -> tuple[dict | None, str | None, str | None]:
-    """Validate and clean one layer1 record: ``(row, None, id)`` or ``(None, reason, id)``.
-    ``stats``: a Counter that :func:`~.textclean.clean_text` adds what cleaning changed to."""
-    if isinstance(rec, InvalidElement):
-        return None, rec.reason, rec.record_id
-    if not isinstance(rec, dict):
-        return None, f"record is not a JSON object but {type(rec).__name__}", None
-    rid = rec.get("id")
-    if "id" not in rec:
-        return None, "missing field 'id'", None
-    if not isinstance(rid, str):
-        return None, f"field 'id' must be a string, got {type(rid).__name__}", None
-    if not _ID_RE.fullmatch(rid):
-        return None, f"invalid id {rid!r}: 1-64 letters, digits, '_' or '-'", rid
-    for field in ("title", "partition"):
-        if field not in rec:
-            return None, f"missing field '{field}'", rid
-        if not isinstance(rec[field], str):
-            return None, f"field '{field}' must be a string, got {type(rec[field]).__name__}", rid
-    if _not_text(rec["title"]):
-        return None, "field 'title': lone surrogate escape (not valid Unicode text)", rid
-    if rec["partition"] not in PARTITIONS:
-        return None, f"unknown partition {rec['partition']!r} (expected train, val or test)", rid
-    url = rec.get("url")
-    if url is not None and not isinstance(url, str):
-        return None, f"field 'url' must be a string, got {type(url).__name__}", rid
-    if url is not None and _not_text(url):
-        return None, "field 'url': lone surrogate escape (not valid Unicode text)", rid
-    ingredients, why = _text_items(rec, "ingredients", stats)
-    if why:
-        return None, why, rid
-    instructions, why = _text_items(rec, "instructions", stats)
-    if why:
-        return None, why, rid
-    title = clean_text(rec["title"], stats)
-    if not title:
-        return None, "empty recipe: no title", rid
-    if not ingredients:
-        return None, "empty recipe: no ingredients", rid
-    if not instructions:
-        return None, "empty recipe: no instructions", rid
-    row = {
-        "id": rid,
-        "partition": rec["partition"],
-        "title": title,
-        "ingredients": ingredients,
-        "instructions": instructions,
-        "url": url,
-    }
-    return row, None, rid
 
 
 class _BatchWriter:
@@ -245,24 +133,6 @@ def _is_present(images_dir: Path, rel: str) -> bool:
     return not stat.S_ISDIR(st.st_mode)
 
 
-_PART_CODE = {p: i for i, p in enumerate(PARTITIONS)}
-
-
-def _validate_run(elements: list[tuple[int, Any]]) -> tuple[pa.Table, list[tuple]]:
-    """Validate and clean a run of layer1 records (in a worker): the accepted rows as one table, and
-    per record ``(offset, id, reason or None, partition code, what cleaning changed or None)`` in
-    file order."""
-    rows, events = [], []
-    for offset, rec in elements:
-        changed: Counter = Counter()
-        row, why, rid = validate_recipe(rec, changed)
-        if row is None:
-            events.append((offset, rid, why, -1, None))
-        else:
-            rows.append(row)
-            events.append((offset, rid, None, _PART_CODE[row["partition"]], dict(changed) or None))
-    return pa.Table.from_pylist(rows, schema=RECIPES_SCHEMA), events
-
 
 def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool, executor: Any = None,
                   cleaned: Counter | None = None) -> dict[str, int]:
@@ -273,7 +143,7 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool, 
     size = path.stat().st_size
     with tqdm(total=size, unit="B", unit_scale=True, desc="parse layer1", disable=bar_disabled(quiet)) as bar:
         last = 0
-        for table, events in map_array(path, _validate_run, executor=executor):
+        for table, events in map_array(path, validate_run, executor=executor):
             keep = None
             row = 0
             for offset, rid, why, code, changed in events:
@@ -355,7 +225,7 @@ def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer
         position = 0
         for i, img in enumerate(images):
             iid = img.get("id") if isinstance(img, dict) else None
-            if not isinstance(iid, str) or not _IMAGE_ID_RE.fullmatch(iid):
+            if not isinstance(iid, str) or not IMAGE_ID_RE.fullmatch(iid):
                 reject(f"recipe {rid!r} image {i}: invalid image id {iid!r}")
                 continue
             if partition is None:
@@ -367,7 +237,7 @@ def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer
                     continue
                 seen_images.add(iid)
             url = img.get("url")
-            if isinstance(url, str) and _not_text(url):
+            if isinstance(url, str) and not_text(url):
                 reject(f"recipe {rid!r} image {i}: url has a lone surrogate escape (not valid Unicode text)", iid)
                 continue
             rel = image_relpath(partition, iid)
@@ -415,7 +285,7 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
         changed: Counter = Counter()
         for item, ok in zip(ingredients, valid):
             if (not isinstance(item, dict) or not isinstance(item.get("text"), str) or not isinstance(ok, bool)
-                    or _not_text(item["text"])):
+                    or not_text(item["text"])):
                 names = None
                 break
             if ok:
@@ -487,47 +357,6 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         # texts (titles, ingredient lines, instructions, detected ingredients) cleaning changed
         **{f"text_{step}": cleaned[step] for step in ("markup_removed", "entities_decoded", "unicode_folded")},
     }
-
-
-def random_resplit(out: Path, *, seed: int, ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)):
-    """Replace Recipe1M's partitions by a seeded random split of the image-recipe pairs.
-
-    The recipes with at least one photo on disk (the pairs) are ordered by id, shuffled with
-    ``numpy.random.default_rng(seed)`` and cut into train / val / test by ``ratios`` (the
-    Recipe1M+ reproduction's 60/20/20); recipes without a photo go to train (they only serve
-    the text-side stages and recipe-only batches). Rewrites the ``partition`` columns of
-    ``recipes.parquet`` and ``images.parquet`` (image paths keep the source layout). Returns
-    (recipes per partition, counts for the stage manifest)."""
-    # polars is deferred: importing this module (PARTITIONS, from .store, which the loaders read) stays free of it
-    import polars as pl
-
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
-        raise ValueError(f"split ratios must be three non-negative fractions summing to 1, got {list(ratios)}")
-    recipes = pl.read_parquet(staged(out / "recipes.parquet"))  # this stage's outputs, not yet committed
-    images = pl.read_parquet(staged(out / "images.parquet"))
-    paired = sorted(set(images.filter(pl.col("present"))["recipe_id"].to_list()))
-    order = np.random.default_rng(seed).permutation(len(paired))
-    n_train = int(round(ratios[0] * len(paired)))
-    n_val = int(round(ratios[1] * len(paired)))
-    new = {}
-    for rank, i in enumerate(order):
-        new[paired[i]] = "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")
-    mapping = pl.DataFrame({"id": list(new), "_part": list(new.values())}, schema={"id": pl.String, "_part": pl.String})
-
-    def relabel(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-        joined = frame.join(mapping.rename({"id": key}), on=key, how="left", maintain_order="left")
-        return joined.with_columns(pl.col("_part").fill_null("train").alias("partition")).drop("_part")
-
-    recipes = relabel(recipes, "id")
-    with atomic_path(out / "recipes.parquet") as tmp:
-        pq.write_table(recipes.to_arrow().cast(RECIPES_SCHEMA), tmp, compression="zstd", row_group_size=BATCH)
-    with atomic_path(out / "images.parquet") as tmp:
-        pq.write_table(relabel(images, "recipe_id").to_arrow().cast(IMAGES_SCHEMA), tmp, compression="zstd",
-                       row_group_size=BATCH)
-    per_partition = {p: int((recipes["partition"] == p).sum()) for p in PARTITIONS}
-    pairs = {p: sum(1 for v in new.values() if v == p) for p in PARTITIONS}
-    return per_partition, {"split": "random", **{f"pairs_{p}": n for p, n in pairs.items()},
-                           "text_only_to_train": recipes.height - len(paired)}
 
 
 STAGE = Stage(

@@ -1,0 +1,160 @@
+"""Recipe1M records: the prepared tables' schemas and the validation and cleaning of one layer1
+record, run by the `parse` stage's workers (see :mod:`.parse`)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+
+from .jsonstream import InvalidElement
+from .textclean import clean_text
+
+__all__ = [
+    "PARTITIONS",
+    "RECIPES_SCHEMA",
+    "IMAGES_SCHEMA",
+    "DET_SCHEMA",
+    "BATCH",
+    "IMAGE_ID_RE",
+    "not_text",
+    "image_relpath",
+    "validate_recipe",
+    "validate_run",
+]
+
+PARTITIONS = ("train", "val", "test")
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+IMAGE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9]{1,5})?")
+BATCH = 20_000  # rows per Parquet row group of the parse stage's tables
+# A lone surrogate (JSON's "\ud800" escape without its pair) is valid JSON but not text: it
+# cannot be written as UTF-8, so the record holding it is quarantined.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def not_text(value: str) -> bool:
+    return not value.isascii() and _SURROGATE_RE.search(value) is not None
+
+
+# Every string column of every Parquet file of a prepared folder is large_string (and every
+# list a large_list): what polars writes for the other stages' tables, so the files agree
+# (a reader concatenating or casting them sees one type), with 64-bit offsets.
+RECIPES_SCHEMA = pa.schema(
+    [
+        ("id", pa.large_string()),
+        ("partition", pa.large_string()),
+        ("title", pa.large_string()),
+        ("ingredients", pa.large_list(pa.large_string())),
+        ("instructions", pa.large_list(pa.large_string())),
+        ("url", pa.large_string()),
+    ]
+)
+IMAGES_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.large_string()),
+        ("recipe_id", pa.large_string()),
+        ("partition", pa.large_string()),
+        ("position", pa.int16()),  # order of the image within its recipe (0 = first)
+        ("path", pa.large_string()),  # relative to SRC/images
+        ("present", pa.bool_()),
+        ("url", pa.large_string()),
+    ]
+)
+DET_SCHEMA = pa.schema([("id", pa.large_string()), ("ingredients", pa.large_list(pa.large_string()))])
+
+
+def image_relpath(partition: str, image_id: str) -> str:
+    """Recipe1M's image path: ``{partition}/a/b/c/d/{image_id}``."""
+    return "/".join([partition, *image_id[:4], image_id])
+
+
+def _text_items(rec: dict, field: str, stats: Counter | None = None) -> tuple[list[str] | None, str | None]:
+    value = rec.get(field)
+    if field not in rec:
+        return None, f"missing field '{field}'"
+    if not isinstance(value, list):
+        return None, f"field '{field}' must be a list, got {type(value).__name__}"
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            return None, f"field '{field}' item {i} must be an object with a string 'text'"
+        if not_text(item["text"]):
+            return None, f"field '{field}' item {i}: lone surrogate escape (not valid Unicode text)"
+        text = clean_text(item["text"], stats)
+        if text:
+            out.append(text)
+    return out, None
+
+
+def validate_recipe(rec: Any, stats: Counter | None = None) -> tuple[dict | None, str | None, str | None]:
+    """Validate and clean one layer1 record: ``(row, None, id)`` or ``(None, reason, id)``.
+    ``stats``: a Counter that :func:`~.textclean.clean_text` adds what cleaning changed to."""
+    if isinstance(rec, InvalidElement):
+        return None, rec.reason, rec.record_id
+    if not isinstance(rec, dict):
+        return None, f"record is not a JSON object but {type(rec).__name__}", None
+    rid = rec.get("id")
+    if "id" not in rec:
+        return None, "missing field 'id'", None
+    if not isinstance(rid, str):
+        return None, f"field 'id' must be a string, got {type(rid).__name__}", None
+    if not _ID_RE.fullmatch(rid):
+        return None, f"invalid id {rid!r}: 1-64 letters, digits, '_' or '-'", rid
+    for field in ("title", "partition"):
+        if field not in rec:
+            return None, f"missing field '{field}'", rid
+        if not isinstance(rec[field], str):
+            return None, f"field '{field}' must be a string, got {type(rec[field]).__name__}", rid
+    if not_text(rec["title"]):
+        return None, "field 'title': lone surrogate escape (not valid Unicode text)", rid
+    if rec["partition"] not in PARTITIONS:
+        return None, f"unknown partition {rec['partition']!r} (expected train, val or test)", rid
+    url = rec.get("url")
+    if url is not None and not isinstance(url, str):
+        return None, f"field 'url' must be a string, got {type(url).__name__}", rid
+    if url is not None and not_text(url):
+        return None, "field 'url': lone surrogate escape (not valid Unicode text)", rid
+    ingredients, why = _text_items(rec, "ingredients", stats)
+    if why:
+        return None, why, rid
+    instructions, why = _text_items(rec, "instructions", stats)
+    if why:
+        return None, why, rid
+    title = clean_text(rec["title"], stats)
+    if not title:
+        return None, "empty recipe: no title", rid
+    if not ingredients:
+        return None, "empty recipe: no ingredients", rid
+    if not instructions:
+        return None, "empty recipe: no instructions", rid
+    row = {
+        "id": rid,
+        "partition": rec["partition"],
+        "title": title,
+        "ingredients": ingredients,
+        "instructions": instructions,
+        "url": url,
+    }
+    return row, None, rid
+
+
+_PART_CODE = {p: i for i, p in enumerate(PARTITIONS)}
+
+
+def validate_run(elements: list[tuple[int, Any]]) -> tuple[pa.Table, list[tuple]]:
+    """Validate and clean a run of layer1 records (in a worker): the accepted rows as one table, and
+    per record ``(offset, id, reason or None, partition code, what cleaning changed or None)`` in
+    file order."""
+    rows, events = [], []
+    for offset, rec in elements:
+        changed: Counter = Counter()
+        row, why, rid = validate_recipe(rec, changed)
+        if row is None:
+            events.append((offset, rid, why, -1, None))
+        else:
+            rows.append(row)
+            events.append((offset, rid, None, _PART_CODE[row["partition"]], dict(changed) or None))
+    return pa.Table.from_pylist(rows, schema=RECIPES_SCHEMA), events
