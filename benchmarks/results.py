@@ -240,7 +240,7 @@ def setup_text(method: str, corpus: str) -> str:
         text = "mean word2vec" if SETTINGS[corpus]["towers"] == "w2v" else "MiniLM (title; ingredients; instructions)"
         return f"EfficientNet-Lite0 features x {text}; reg, dim on val"
     tower = tower_for(method, corpus)
-    loss, data_extra = LEARNED[method][2], LEARNED[method][3]
+    data_extra = LEARNED[method][3]
     parts = [{"je": "JE tower", "ht": "H-T tower", "minilm": "MiniLM tower"}[tower]]
     parts.append({"pwc": "pairwise m 0.1 + classifier", "pwcpp": "pairwise++ 0.3/0.9 + classifier",
                   "adamine_ins": "instance triplets (valid)", "adamine_avg": "inst.+sem. triplets (mean)",
@@ -336,8 +336,6 @@ def run_random(n: int, seed: int, protocol) -> dict:
 
 
 def run_cca(corpus: str, prepared: Path, cache: Path, protocol) -> dict:
-    import numpy as np
-
     from recipekit.evaluation import score_protocol
     from recipekit.training.cca import CCA
 
@@ -571,15 +569,20 @@ def reading(corpus: str, facts: dict, results: dict[str, list[dict]]) -> str:
     return lines[0]
 
 
-def run_corpus(corpus: str, methods: list[str], seeds: list[int] | None, epochs: int | None, work: Path) -> dict:
-    import torch
-
+def run_settings(corpus: str, seeds: list[int] | None, epochs: int | None):
+    """The seeds, epoch count and protocol of a corpus's runs (the corpus's defaults unless given)."""
     from recipekit.evaluation import EvalProtocol
 
     s = SETTINGS[corpus]
-    seeds = list(seeds if seeds is not None else s["seeds"])
-    epochs = epochs or s["epochs"]
-    protocol = EvalProtocol(bag_size=1000, n_bags=10, n_bags_large=0)
+    return (list(seeds if seeds is not None else s["seeds"]), epochs or s["epochs"],
+            EvalProtocol(bag_size=1000, n_bags=10, n_bags_large=0))
+
+
+def run_corpus(corpus: str, methods: list[str], seeds: list[int] | None, epochs: int | None, work: Path) -> dict:
+    import torch
+
+    s = SETTINGS[corpus]
+    seeds, epochs, protocol = run_settings(corpus, seeds, epochs)
     t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     t0 = time.perf_counter()
     prepared = prepare_corpus(corpus, work)
@@ -648,12 +651,7 @@ def run_ablations(corpus: str, seeds: list[int] | None, epochs: int | None, work
                   methods: list[str] | None = None, reuse: bool = False) -> dict:
     import torch
 
-    from recipekit.evaluation import EvalProtocol
-
-    s = SETTINGS[corpus]
-    seeds = list(seeds if seeds is not None else s["seeds"])
-    epochs = epochs or s["epochs"]
-    protocol = EvalProtocol(bag_size=1000, n_bags=10, n_bags_large=0)
+    seeds, epochs, protocol = run_settings(corpus, seeds, epochs)
     t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     t0 = time.perf_counter()
     sources = {"recipe1m": (prepare_corpus(corpus, work), work / corpus / "features")}

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ConfigError", "parse_override", "set_path", "check_type", "did_you_mean"]
+__all__ = ["ConfigError", "parse_override", "set_path", "check_type", "closest", "did_you_mean"]
 
 
 class ConfigError(ValueError):
@@ -57,10 +57,16 @@ def set_path(raw: dict, path: list[str], value: Any, text: str) -> None:
     node[path[-1]] = value
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the nearest of ``known`` (difflib), or ``""``."""
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The nearest of ``known`` to a typo (difflib, cutoff 0.6), or None."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the nearest of ``known``, or ``""``."""
+    near = closest(name, known)
+    return f" (did you mean {near!r}?)" if near else ""
 
 
 def check_type(value: Any, hint: Any, where: str) -> Any:

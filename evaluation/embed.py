@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from recipekit.core.device import DEVICE_CHOICES, check_device, resolve_device  # noqa: F401  (re-exported: this module's names for them)
+from recipekit.core.device import resolve_device  # noqa: F401  (re-exported: this module's name for it)
 from recipekit.core.layout import Prepared
-from recipekit.core.limits import TextLimits
 
-__all__ = ["SplitEmbeddings", "check_device", "embed_split", "resolve_device", "split_folder"]
+__all__ = ["SplitEmbeddings", "embed_split", "resolve_device", "split_folder"]
 
 IMAGE_PICKS = ("first", "random")
 

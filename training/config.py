@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from recipekit.core.overrides import ConfigError, check_type, parse_override, set_path
+from recipekit.core.overrides import ConfigError, check_type, closest, parse_override, set_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,7 +34,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from .checks import validate
-from .config_keys import LOSS_TRAINER_KEYS, ConfigError
+from .config_keys import LOSS_TRAINER_KEYS
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "TrainSection", "DDPConfig",
@@ -218,8 +217,8 @@ def _section(cls: type, raw: Any, name: str, src: str):
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]}? " if close else ""
+    near = closest(word, choices)
+    return f"did you mean {near}? " if near else ""
 
 
 def _check_override(path_parts: list[str], value: Any, text: str) -> None:
