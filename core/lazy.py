@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["builtin_loader", "lazy_exports"]
 
 
 def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, str], hint: str,
@@ -37,3 +37,19 @@ def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, 
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+def builtin_loader(package: str, modules: Sequence[str]) -> Callable[[], None]:
+    """A function that imports ``modules`` of ``package`` the first time it is called: the
+    built-in entries of a registry, which register themselves when imported (so that asking a
+    registry for a name, not importing it, pays for torch)."""
+    loaded = False
+
+    def load() -> None:
+        nonlocal loaded
+        if not loaded:
+            for module in modules:
+                importlib.import_module(f".{module}", package)
+            loaded = True
+
+    return load

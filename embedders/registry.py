@@ -37,13 +37,14 @@ Extending (a user's own module, no edit of recipekit):
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from recipekit.core.lazy import builtin_loader
 
 __all__ = ["list_embedders", "get_config", "create_embedder", "register_embedder", "register_recipe_tower",
            "recipe_tower_spec", "list_recipe_towers", "RecipeTowerSpec", "TOWER_RUN_KEYS"]
@@ -87,7 +88,6 @@ class RecipeTowerSpec:
 
 _TOWERS: dict[str, RecipeTowerSpec] = {}
 _EMBEDDERS: dict[str, Callable[[], dict[str, Any]]] = {}
-_towers_loaded = False
 
 
 def _same(a: Callable, b: Callable) -> bool:
@@ -119,12 +119,7 @@ def register_recipe_tower(name: str, *, options: Callable | None = None, vocabul
     return deco
 
 
-def _load_towers() -> None:
-    global _towers_loaded
-    if not _towers_loaded:
-        for module in _BUILTIN_TOWER_MODULES:
-            importlib.import_module(f".{module}", __package__)
-        _towers_loaded = True
+_load_towers = builtin_loader(__package__, _BUILTIN_TOWER_MODULES)  # the built-ins register themselves on import
 
 
 def list_recipe_towers() -> list[str]:

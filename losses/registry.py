@@ -19,10 +19,11 @@ are imported (the first time the registry is asked for a name).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+from recipekit.core.lazy import builtin_loader
 
 __all__ = ["register_loss", "list_losses", "create_loss", "loss_spec", "LossSpec", "RUN_KEYS"]
 
@@ -70,7 +71,6 @@ class LossSpec:
 
 
 _REGISTRY: dict[str, LossSpec] = {}
-_loaded = False
 
 
 def _params(fn: Callable) -> tuple[dict[str, bool], set[str], bool, bool]:
@@ -123,12 +123,7 @@ def register_loss(name: str, *, options: Callable | None = None, kind: str = "pa
     return deco
 
 
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(f".{module}", __package__)
-        _loaded = True
+_load_builtins = builtin_loader(__package__, _BUILTIN_MODULES)  # the built-ins register themselves on import
 
 
 def list_losses(kind: str | None = None) -> list[str]:
