@@ -24,12 +24,7 @@ from recipekit.core.limits import TextLimits
 from .corpus import read_member
 from .errors import SearchError
 
-__all__ = ["embed_images", "embed_recipes", "embed_recipe_query", "image_tensor", "limits_of"]
-
-
-def limits_of(model) -> tuple[int, int, int]:
-    """The model's tokenisation limits (:attr:`JointEmbedder.text_limits`)."""
-    return tuple(model.text_limits)
+__all__ = ["embed_images", "embed_recipes", "embed_recipe_query", "image_tensor"]
 
 
 def _decoder(model):
@@ -82,12 +77,12 @@ def _token_source(model, prepared: Path):
     from recipekit.loaders.wds import checked_store
 
     try:
-        store = checked_store(Prepared(prepared).store, model.vocab, limits_of(model))
+        store = checked_store(Prepared(prepared).store, model.vocab, model.text_limits.astuple())
         return lambda rows: store.get_many([r["recipe_id"] for r in rows])
     except (ValueError, FileNotFoundError):
         from recipekit.pipeline.vocab import tokenise_sample
 
-        lim = limits_of(model)
+        lim = model.text_limits.astuple()
         return lambda rows: [tokenise_sample(r, model.vocab, *lim) for r in rows]
 
 

@@ -23,13 +23,8 @@ from recipekit.core.limits import TextLimits
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["batch_arithmetic", "check_split", "describe_batch", "model_limits", "paired_loader", "shard_location", "recipe_only_batches", "plan_epoch", "store_compatible", "store_mismatch",
+__all__ = ["batch_arithmetic", "check_split", "describe_batch", "paired_loader", "shard_location", "recipe_only_batches", "plan_epoch", "store_compatible", "store_mismatch",
            "num_classes"]
-
-
-def model_limits(model) -> tuple[int, int, int]:
-    """The model's tokenisation limits (:attr:`JointEmbedder.text_limits`)."""
-    return tuple(model.text_limits)
 
 
 def store_mismatch(prepared: Path, model) -> str | None:
@@ -41,7 +36,7 @@ def store_mismatch(prepared: Path, model) -> str | None:
     if not (path / "data.mdb").exists():
         return f"{path} does not exist (prepare's store stage writes it)"
     try:
-        checked_store(path, model.vocab, model_limits(model))
+        checked_store(path, model.vocab, model.text_limits.astuple())
     except ValueError as exc:
         return str(exc)
     return None
@@ -95,7 +90,7 @@ def paired_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, on_gpu
         train=True, batch_size=d.batch_size, num_workers=d.num_workers,
         epoch_length=d.epoch_length or None, seed=cfg.train.seed, rank=rank, world_size=world_size,
         class_aware=d.class_aware, image_size=model.image_preprocessing.size, decoder=d.decoder,
-        embedder=model, normalize=not on_gpu, shuffle_size=d.shuffle_size, limits=model_limits(model),
+        embedder=model, normalize=not on_gpu, shuffle_size=d.shuffle_size, limits=model.text_limits.astuple(),
         pin_memory=on_gpu, persistent_workers=d.num_workers > 0,
     )
     location = shard_location(cfg, "train")
@@ -138,7 +133,7 @@ def recipe_only_loader(cfg: TrainConfig, model, *, rank: int, world_size: int, o
     if why is not None:
         raise ConfigError(
             f"data.recipe_only_ratio: {why}. The recipe-only batches need the store built with this model's "
-            f"vocabulary and limits {model_limits(model)} (max_ingredients, max_instructions, max_tokens); set them "
+            f"vocabulary and limits {model.text_limits.astuple()} (max_ingredients, max_instructions, max_tokens); set them "
             "in [model.overrides] recipe = {...} or re-run prepare with --store-max-*"
         )
     store = RecipeStore(Prepared(prepared).store)

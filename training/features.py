@@ -161,7 +161,7 @@ class TokenSource:
     """Token ids by recipe id: the LMDB store when it matches the model, else the shards' JSON."""
 
     def __init__(self, model, prepared: Path, splits: tuple[str, ...] = ("train", "val")):
-        from .data import model_limits, store_compatible
+        from .data import store_compatible
 
         self.store = None
         self.cache: dict[str, dict] = {}
@@ -173,7 +173,7 @@ class TokenSource:
         from recipekit.loaders import resolve_shards
         from recipekit.pipeline.vocab import tokenise_sample
 
-        limits = model_limits(model)
+        limits = model.text_limits.astuple()
         for split in splits:
             urls = list(resolve_shards(Prepared(prepared).shards(split)).urls)
             for sample in _samples(urls):
