@@ -291,9 +291,10 @@ class decode_batch:
         buffers = self.buffers if worker is not None else None  # slots are shared memory between processes
         rng = stage_rng(self.seed, self.epoch.get(), self.rank, "augment") if self.decoder.train else None
         size = self.decoder.size
+        round_ = buffers.current_round() if buffers else 0  # once, as this worker's epoch begins
         for items in src:
             shape, dtype = (len(items), 3, size, size), torch.float32 if self.normalize else torch.uint8
-            images, slot = buffers.acquire(worker.id, shape, dtype) if buffers else (empty_batch(shape, dtype), None)
+            images, slot = buffers.acquire(worker.id, shape, dtype, round_) if buffers else (empty_batch(shape, dtype), None)
             for k, it in enumerate(items):
                 image = images[k]
                 image.copy_(self.decoder(it["image"], rng))  # uint8 -> float32 in the copy

@@ -88,9 +88,16 @@ class BatchBuffers:
         return state
 
     # -- worker side ------------------------------------------------------------------
-    def acquire(self, worker: int, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, Any]:
+    def acquire(self, worker: int, shape: tuple[int, ...], dtype: torch.dtype,
+                round_: int | None = None) -> tuple[torch.Tensor, Any]:
         """A ``shape`` tensor to fill in worker ``worker`` and the marker to put in its batch
-        (None for a one-off segment); then :meth:`outgoing` says what to send."""
+        (None for a one-off segment); then :meth:`outgoing` says what to send.
+
+        ``round_``: the round this batch belongs to, read by the worker once when its epoch
+        began (:meth:`current_round`). Reading it here instead would be a race: a worker still
+        finishing a batch of the old round, after the main process started the next one, would
+        stamp that batch (which the DataLoader is about to discard) with the new round, and
+        :meth:`reclaim` would never free its slot."""
         if os.getpid() != self._owner:  # a new worker process (fork copies the parent's dicts)
             self._local, self._owner = {}, os.getpid()
         numel = 1
@@ -107,7 +114,7 @@ class BatchBuffers:
             elif row[slot] != FREE or buf.dtype != dtype or buf.numel() < numel:
                 continue
             row[slot] = SENT
-            self.sent_in[worker, slot] = self.round[0]
+            self.sent_in[worker, slot] = self.round[0] if round_ is None else round_
             return buf.view(-1)[:numel].view(shape), (worker, self._owner, slot, tuple(shape))
         return shared_empty(shape, dtype), None
 
@@ -154,6 +161,10 @@ class BatchBuffers:
             own = 2 + (pid == self._owner and slot in self._local)
             if self.state[worker, slot] == RECEIVED and _use_count(storage) == own:
                 self.state[worker, slot] = FREE
+
+    def current_round(self) -> int:
+        """In a worker, when its epoch begins: the round its batches belong to."""
+        return int(self.round[0])
 
     def next_round(self) -> None:
         """Before each ``iter(loader)``: batches sent from now on belong to a new round."""
