@@ -838,14 +838,14 @@ def run_gan(methods: list[str], corpus: str, seeds: list[int] | None, epochs: in
 
     s = SETTINGS[corpus]
     seeds = list(seeds if seeds is not None else (0,))
-    epochs = epochs or 6
+    epochs = epochs or s["epochs"]  # the corpus's shared number of epochs, as its other rows
     protocol = EvalProtocol(bag_size=1000, n_bags=10, n_bags_large=0)
     prepared = prepare_corpus(corpus, work)
     facts = corpus_facts(prepared)
     load0, t_start = os.getloadavg()[0], time.perf_counter()
-    rows, gen_rows = [], []
+    rows, gen_rows, all_runs = [], [], {}
     for method in methods:
-        runs = []
+        runs = all_runs[method] = []
         for seed in seeds:
             run = work / corpus / "runs" / f"gan-{method}-s{seed}"
             if run.exists():
@@ -871,6 +871,8 @@ def run_gan(methods: list[str], corpus: str, seeds: list[int] | None, epochs: in
         gen_rows.append(f"| {GAN_LABELS[method]} | " + " | ".join(g_cells)
                         + f" | {fd[0]:.3f}" + (f" ± {fd[1]:.3f}" if fd[1] is not None else "") + " |")
     bag = facts["pairs"]["test"]
+    (work / corpus).mkdir(parents=True, exist_ok=True)
+    (work / corpus / "gan.json").write_text(json.dumps(all_runs, indent=1), encoding="utf-8")  # the raw figures
     lines = [
         f"Machine: {machine()}; torch {torch.__version__} on {torch.get_num_threads()} thread(s), CPU only. "
         f"Date: {today()}. Load average (1 min) at start and end: {load0:.2f}, {os.getloadavg()[0]:.2f}.",

@@ -169,9 +169,13 @@ def test_split_inputs_covers_the_batch_in_order():
     batch = {"recipes": {"a": torch.arange(7), "b": torch.arange(14).view(7, 2)},
              "features": torch.arange(7.0), "labels": torch.arange(7)}
     parts = split_inputs(batch, 3)
-    assert [len(p["features"]) for p in parts] == [3, 3, 1]
+    assert [len(p["features"]) for p in parts] == [3, 2, 2]  # the fewest chunks, of near-equal sizes
     assert all("labels" not in p and "images" not in p for p in parts)
     assert torch.equal(torch.cat([p["recipes"]["b"] for p in parts]), batch["recipes"]["b"])
+    assert [len(p["features"]) for p in split_inputs(batch, 7)] == [7]
+    assert [len(p["features"]) for p in split_inputs(batch, 1)] == [1] * 7
+    with_labels = split_inputs(batch, 4, extra=("labels",))
+    assert [p["labels"].tolist() for p in with_labels] == [[0, 1, 2, 3], [4, 5, 6]]
 
 
 def test_config_key_and_refused_combination():
@@ -187,8 +191,10 @@ def test_config_key_and_refused_combination():
     with pytest.raises(ConfigError, match=r"train.grad_cache_chunk cannot be combined with loss.partners"):
         load_config({"data": {"prepared": "/x"}, "train": {"grad_cache_chunk": 8},
                      "loss": {"name": "pairwise", "partners": "dataset"}})
-    with pytest.raises(ConfigError, match=r"train.grad_cache_chunk cannot be combined with gan.method"):
-        load_config("demo_acme", ["data.prepared=/x", "train.grad_cache_chunk=8"])
+    # the [gan] terms are taken chunk by chunk (tests/test_gan_training.py checks the gradients)
+    assert load_config("demo_acme", ["data.prepared=/x", "train.grad_cache_chunk=8"]).train.grad_cache_chunk == 8
+    with pytest.raises(ConfigError, match=r"train.grad_cache_chunk = 1 cannot be combined with gan.method"):
+        load_config("demo_acme", ["data.prepared=/x", "train.grad_cache_chunk=1"])
 
 
 # -- DDP: two gloo ranks with the cache == one process with the global batch -------------------
@@ -228,7 +234,7 @@ def _ddp_worker(rank: int, out: str, init: str) -> None:
     for i, (name, section) in enumerate(DDP_LOSSES.items()):
         step = _linear_step(section, info)
         ddp = torch.nn.parallel.DistributedDataParallel(step, find_unused_parameters=i % 2 == 0)
-        cache, losses = GradCache(step, 3), []  # local chunks of 3 and 1
+        cache, losses = GradCache(step, 3), []  # local chunks of 2 and 2
         for j, (images, recipes) in enumerate(_micro_batches()):  # accumulate = 2
             got = cache.step(ddp, "pair", {"recipes": {"x": recipes[rows]}, "images": images[rows]},
                              divisor=2, sync=j == 1, ddp=ddp)

@@ -198,6 +198,7 @@ class TrainStep(nn.Module):
         # [gan] runs (training/adversarial.py): the translation heads train with the embedders
         # (registered: DDP syncs them); the Adversary (not a module) holds the discriminators.
         self.cfg, self.adversary, self.adv_heads, self.stash = cfg, None, None, None
+        self.stash_parts: list[dict] = []  # the gradient cache's replay: each chunk's stash
         # InfoNCE gathers by itself; every other loss sees the global batch gathered here
         self.gather = info.distributed and cfg.loss.name != "infonce"
         local_with_grad = cfg.loss.options.get("local_loss") and cfg.loss.options.get("gather_with_grad")
@@ -274,7 +275,13 @@ class TrainStep(nn.Module):
         if cached_grads is not None:
             from .gradcache import surrogate
 
-            return {"total": surrogate(self, kind, self.embed(kind, recipes, images, features), cached_grads)}
+            out = self.embed(kind, recipes, images, features)
+            total = surrogate(self, kind, out, cached_grads)
+            if self.adversary is not None and kind == "pair":  # [gan]: this chunk's share of the joint terms
+                extra, logs, stash = self._joint_terms(out, images, labels, ingredients)
+                self.stash_parts.append(stash)
+                return {"total": total + cached_grads["gan_weight"] * extra.float(), **logs}
+            return {"total": total}
         # -- end gradient cache ---------------------------------------------------------------
         out = self.embed(kind, recipes, images, features)
         matching = partner_emb = None
@@ -286,11 +293,14 @@ class TrainStep(nn.Module):
                 partner_emb = self.model(recipes=partners).recipe
         losses = self.objective(kind, out, labels, matching, partner_emb)
         if self.adversary is not None and kind == "pair":  # [gan]: the joint step's adversarial and translation terms
-            from .adversarial import joint_terms
-
-            with self._autocast():
-                extra, logs, self.stash = joint_terms(self.cfg, self.model, self.adv_heads, self.adversary.discs,
-                                                      out, images, labels, ingredients)
+            extra, logs, self.stash = self._joint_terms(out, images, labels, ingredients)
             losses["total"] = losses["total"] + extra.float()
             losses.update(logs)
         return losses
+
+    def _joint_terms(self, out, images, labels, ingredients):
+        from .adversarial import joint_terms
+
+        with self._autocast():
+            return joint_terms(self.cfg, self.model, self.adv_heads, self.adversary.discs, out, images, labels,
+                               ingredients)

@@ -57,10 +57,10 @@ def validate(cfg: TrainConfig, src: str) -> None:
     if t.grad_cache_chunk and lo.matching_weight > 0:
         raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with loss.matching_weight > 0 (the "
                           "matching head reads token features, not only embeddings; set one of them to 0)")
-    if t.grad_cache_chunk and cfg.gan.method != "none":
-        raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with gan.method = \"{cfg.gan.method}\" (the "
-                          "adversarial and translation terms read the photos and the towers' outputs, not only the "
-                          "embeddings; set one of them off)")
+    if t.grad_cache_chunk == 1 and cfg.gan.method != "none":
+        raise ConfigError(f"{src}: train.grad_cache_chunk = 1 cannot be combined with gan.method = "
+                          f"\"{cfg.gan.method}\" (the generator's and discriminators' BatchNorm layers need at least "
+                          "2 samples per chunk; use 2 or more)")
     if t.grad_cache_chunk and lo.options.get("partners", "batch") == "dataset":
         raise ConfigError(f"{src}: train.grad_cache_chunk cannot be combined with loss.partners = \"dataset\" (the "
                           "drawn partners are embedded outside the cached batch; use in-batch partners or no cache)")

@@ -56,6 +56,14 @@ embedding depends only on that sample:
   T-Food's matching head reads the towers' token features and samples negatives, so
   ``loss.matching_weight > 0`` is refused with ``train.grad_cache_chunk``.
 
+``[gan]`` runs: the joint step's adversarial and translation terms read the photos and the
+generator's images, not only the embeddings, so they are not cached. Step 3 computes them on each
+chunk's own samples, weighted by ``n_chunk / batch`` (:meth:`TrainStep.forward` with
+``cached_grads["gan_weight"]``), and keeps each chunk's detached tensors for the discriminator
+step, which then sees the whole batch. Means over samples are thereby the batch's means; ACME's
+balance ratio, R2GAN's image-level ranking, the generator's and discriminators' BatchNorm
+statistics and the generator's noise are per chunk.
+
 Cost: one extra forward pass of the towers per batch (step 1), plus the cached embeddings.
 """
 
@@ -71,16 +79,21 @@ from recipekit.embedders.model import EmbedderOutput
 __all__ = ["GradCache", "split_inputs", "representations", "surrogate", "batchnorm_in_training"]
 
 
-def split_inputs(inputs: dict, chunk: int) -> list[dict]:
+def split_inputs(inputs: dict, chunk: int, extra: tuple[str, ...] = ()) -> list[dict]:
     """The trainer's batch inputs (``recipes`` dict, ``images`` or ``features``; ``labels`` is left
-    out: the loss sees the whole batch's) split into chunks of ``chunk`` samples along dim 0."""
+    out: the loss sees the whole batch's) split along dim 0 into the fewest chunks of at most
+    ``chunk`` samples, of sizes that differ by at most one (16 samples in chunks of 5: 4, 4, 4, 4,
+    not 5, 5, 5, 1: a chunk of one sample would break a BatchNorm in training mode);
+    ``extra``: more per-sample keys to split (``labels`` and ``ingredients`` for the ``[gan]`` terms)."""
     recipes = inputs["recipes"]
     n = next(iter(recipes.values())).shape[0]
-    parts = []
-    for start in range(0, n, chunk):
-        sl = slice(start, min(start + chunk, n))
+    count = -(-n // chunk)
+    parts, start = [], 0
+    for i in range(count):
+        sl = slice(start, start + n // count + (i < n % count))
+        start = sl.stop
         part = {"recipes": {k: v[sl] for k, v in recipes.items()}}
-        for key in ("images", "features"):
+        for key in ("images", "features", *extra):
             if inputs.get(key) is not None:
                 part[key] = inputs[key][sl]
         parts.append(part)
@@ -185,20 +198,41 @@ class GradCache:
         param_grads = [next(it) if p.requires_grad else None for p in params]
         param_grads = [None if g is None else g / divisor for g in param_grads]
         after = _rng_state(dev)  # the state a plain step would leave: the loss drew after the forward
-        # 3. replay each chunk with a graph and back-propagate the surrogate
+        # 3. replay each chunk with a graph and back-propagate the surrogate ([gan]: plus the
+        #    chunk's share of the joint adversarial terms, which read the chunk's own samples)
+        gan = step.adversary is not None and kind == "pair"
+        if gan:
+            step.stash_parts = []
+            replay = split_inputs(inputs, self.chunk, extra=("labels", "ingredients"))
+            total_n = sum(next(iter(p["recipes"].values())).shape[0] for p in chunks)
+        else:
+            replay = chunks
+        logs: dict[str, torch.Tensor] = {}
         start = 0
-        for i, part in enumerate(chunks):
+        for i, part in enumerate(replay):
             n = next(iter(part["recipes"].values())).shape[0]
             last = i == len(chunks) - 1
             cached = {"reps": {k: (g[start:start + n] / divisor if g is not None
                                    else torch.zeros_like(leaves[k][start:start + n]))
                                for k, g in rep_grads.items()},
                       "params": param_grads if last else None}
+            if gan:
+                cached["gan_weight"] = n / total_n / divisor
             start += n
             _set_rng_state(states[i], dev)
             ctx = ddp.no_sync() if ddp is not None and not (sync and last) else nullcontext()
             with ctx:
-                out = module(kind, **part, cached_grads=cached)["total"]
+                res = module(kind, **part, cached_grads=cached)
+                out = res["total"]
                 (scaler.scale(out) if scaler is not None else out).backward()
+            for key, value in res.items():  # the joint terms' values: the sample-weighted mean over chunks
+                if key != "total":
+                    logs[key] = logs.get(key, 0.0) + value.detach().float() * (n / total_n)
         _set_rng_state(after, dev)
-        return {k: v.detach() for k, v in losses.items()}
+        result = {k: v.detach() for k, v in losses.items()}
+        if gan:
+            step.stash = {k: torch.cat([p[k] for p in step.stash_parts]) for k in step.stash_parts[0]}
+            step.stash_parts = []
+            result.update(logs)
+            result["total"] = result["total"] + logs["gan_total"]
+        return result

@@ -145,6 +145,10 @@ class _Run(EpochLoop):
                 log.warning(f"note: train.grad_cache_chunk = {cfg.train.grad_cache_chunk} with a fine-tuned "
                             "convolutional backbone: its BatchNorm layers normalise each chunk with that chunk's "
                             "statistics (docs/training.md, gradient cache)")
+            if self.grad_cache is not None and self.adv is not None and cfg.log.progress:
+                log.info(f"gradient cache with gan.method = {cfg.gan.method!r}: the retrieval loss sees the whole "
+                         f"batch; the adversarial and translation terms are computed chunk by chunk "
+                         f"({cfg.train.grad_cache_chunk} samples) and averaged (docs/training.md, gradient cache)")
 
     def _make_data(self) -> None:
         cfg, info = self.cfg, self.info
