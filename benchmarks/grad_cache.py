@@ -11,6 +11,11 @@ memory cap (``--cap-mb``). A mode's sweep stops at the first batch over the cap.
     python benchmarks/grad_cache.py --write                      # CPU, the figures in docs/benchmarks.md
     python benchmarks/grad_cache.py --device cuda --backbone vit_b_16 --image-size 224 --amp bf16 \\
         --batches 128 256 512 1024 2048 --chunk 128 --cap-mb 40000
+    python benchmarks/grad_cache.py --gan tnlbt --prepared demo-run/prepared --write   # the GAN family
+
+``--gan METHOD`` adds that method's ``[gan]`` terms (a 64 px generator 16 channels wide, its
+discriminators, the translation heads; ``--prepared``: a prepared folder for the ingredient
+vocabulary and the classes) and its discriminator step to every step, as the trainer runs them.
 """
 
 from __future__ import annotations
@@ -63,13 +68,18 @@ def worker(a) -> dict:
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     torch.manual_seed(0)
+    gan = {"generator": {"image_size": 64, "cond_dim": 32, "noise_dim": 32, "channels": 16}} if a.gan else {}
     model = create_embedder("ht_resnet50", vocab=Vocabulary(WORDS), embed_dim=a.embed_dim,
                             image={"backbone": a.backbone, "image_size": a.image_size, "weights": None},
-                            recipe={"hidden": a.hidden, "heads": 4, "layers": 2, "ff_dim": 2 * a.hidden})
+                            recipe={"hidden": a.hidden, "heads": 4, "layers": 2, "ff_dim": 2 * a.hidden}, **gan)
     if model.image_tower.convolutional:
         model.image_tower.use_channels_last(True)
-    cfg = load_config({"data": {"prepared": "/unused"}, "loss": {"name": "triplet", "recipe_weight": 1.0},
-                       "train": {"amp": a.amp}})
+    sections = {"data": {"prepared": str(a.prepared or "/unused")}, "loss": {"name": "triplet", "recipe_weight": 1.0},
+                "train": {"amp": a.amp}}
+    if a.gan:
+        sections["gan"] = {"method": a.gan, "ingredient_vocab": 512, "disc_channels": 16}
+        sections["model"] = {"overrides": dict(gan)}
+    cfg = load_config(sections)
     info = DistInfo(device=dev)
     loss, recipe_loss = build_losses(cfg, model, info)
     amp = amp_settings(a.amp, dev)
@@ -79,6 +89,15 @@ def worker(a) -> dict:
     batch = {"recipes": {k: v.to(dev) for k, v in model.collate(_recipes(a.batch, 1)).items()},
              "images": torch.randn(a.batch, 3, a.image_size, a.image_size, generator=g).to(dev),
              "labels": torch.zeros(a.batch, dtype=torch.long, device=dev)}
+    adv = None
+    if a.gan:  # the [gan] terms and the discriminator step, as the trainer runs them
+        from recipekit.training.adversarial import Adversary
+        from recipekit.training.data import num_classes
+
+        adv = Adversary(cfg, model, info, amp, steps_per_epoch=a.runs + 1)
+        step.attach_adversary(adv)
+        batch["labels"] = torch.randint(0, num_classes(a.prepared), (a.batch,), generator=g).to(dev)
+        batch["ingredients"] = (torch.rand(a.batch, len(adv.targets), generator=g) < 0.02).float().to(dev)
     cache = GradCache(step, a.chunk) if a.mode == "cached" else None
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -93,6 +112,8 @@ def worker(a) -> dict:
         else:
             out = step("pair", **batch)
             (scaler.scale(out["total"]) if scaler is not None else out["total"]).backward()
+        if adv is not None:
+            adv.discriminator_step(step.stash)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         if i:
@@ -105,8 +126,10 @@ def worker(a) -> dict:
 
 def _child(a, mode: str, batch: int) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--batch", str(batch)]
-    for key in ("device", "backbone", "image_size", "embed_dim", "hidden", "chunk", "runs", "threads", "amp"):
-        cmd += [f"--{key.replace('_', '-')}", str(getattr(a, key))]
+    for key in ("device", "backbone", "image_size", "embed_dim", "hidden", "chunk", "runs", "threads", "amp",
+                "gan", "prepared"):
+        if getattr(a, key) is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(getattr(a, key))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if proc.returncode != 0:  # e.g. CUDA out of memory: over any cap
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
@@ -128,11 +151,16 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="timed steps per measurement (after one warm-up)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--amp", default="off", help="off | bf16 | fp16 (fp16: CUDA, with a GradScaler)")
+    p.add_argument("--gan", choices=["acme", "r2gan", "tnlbt"], default=None,
+                   help="add this method's [gan] terms and discriminator step (needs --prepared)")
+    p.add_argument("--prepared", type=Path, default=None, help="with --gan: a prepared folder (ingredients, classes)")
     p.add_argument("--write", action="store_true", help="write the section of docs/benchmarks.md")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="plain", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.gan and a.prepared is None:
+        p.error("--gan needs --prepared (the ingredient vocabulary and the classes of a prepared folder)")
     if a.worker:
         print(json.dumps(worker(a)))
         return
@@ -157,7 +185,10 @@ def main() -> None:
     dev_name = machine() if a.device == "cpu" else torch.cuda.get_device_name(torch.device(a.device))
     lines = [f"Machine: {dev_name}. Date: {today()}. torch {torch.__version__}, device {a.device}, "
              f"{a.threads} threads, amp {a.amp}.", f"Command: `{cmd}`", "",
-             f"The trainer's step (TrainStep: triplet loss + H-T's recipe loss) on a {a.backbone} image tower at "
+             f"The trainer's step (TrainStep: triplet loss + H-T's recipe loss"
+             + (f", plus `[gan] method = \"{a.gan}\"`: its joint terms with a 64 px generator 16 channels wide, "
+                "and its discriminator step" if a.gan else "")
+             + f") on a {a.backbone} image tower at "
              f"{a.image_size} px, fine-tuned, and a 2-layer H-T recipe tower (width {a.hidden}), synthetic inputs; "
              f"forward + backward per step (no optimiser), median of {a.runs} steps after a warm-up, one fresh "
              f"process per cell. Memory: {memory} (MiB), cap {a.cap_mb:.0f} MiB; cached = "
@@ -192,9 +223,11 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if a.write:
-        where = "cpu" if a.device == "cpu" else "cuda"
+        where = ("cpu" if a.device == "cpu" else "cuda") + (f"_{a.gan}" if a.gan else "")
         replace_section(ROOT / "docs" / "benchmarks.md", f"grad_cache_{where}", text,
-                        f"Gradient cache on {where.upper()}: large batches in a memory budget (benchmarks/grad_cache.py)")
+                        f"Gradient cache on {where.split('_')[0].upper()}"
+                        + (f" with the {a.gan} terms" if a.gan else "")
+                        + ": large batches in a memory budget (benchmarks/grad_cache.py)")
 
 
 if __name__ == "__main__":
