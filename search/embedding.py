@@ -24,7 +24,7 @@ from recipekit.core.limits import TextLimits
 from .corpus import read_member
 from .errors import SearchError
 
-__all__ = ["embed_images", "embed_recipes", "embed_recipe_query", "image_tensor"]
+__all__ = ["embed_images", "embed_recipes", "embed_recipe_query", "generate_png", "image_tensor"]
 
 
 def _decoder(model):
@@ -149,3 +149,28 @@ def image_tensor(model, jpeg: bytes) -> torch.Tensor:
 @torch.no_grad()
 def embed_image_query(model, jpeg: bytes) -> np.ndarray:
     return model.image_tower(image_tensor(model, jpeg).to(model.device))[0][0].float().cpu().numpy()
+
+
+@torch.no_grad()
+def generate_png(model, recipe_vec: np.ndarray, seed: int = 0) -> bytes:
+    """PNG bytes of the photo ``model.generator`` makes from one recipe embedding ``[D]`` (the
+    model in eval mode: the conditioning code is its mean; the noise is drawn from ``seed``)."""
+    import io
+
+    from PIL import Image
+
+    gen = model.generator
+    dev = model.device
+    emb = torch.from_numpy(np.ascontiguousarray(recipe_vec, dtype=np.float32))[None].to(dev)
+    g = torch.Generator(device=dev).manual_seed(int(seed))
+    noise = torch.randn(1, gen.noise_dim, generator=g, device=dev)
+    was = gen.training
+    gen.eval()
+    try:
+        image = gen(emb, noise)[0][0].float()
+    finally:
+        gen.train(was)
+    pixels = ((image + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, format="PNG")
+    return out.getvalue()

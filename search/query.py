@@ -189,12 +189,33 @@ class SearchEngine(RecipeFilters):
         ``remove``: names taken out of the query only (asked-for ingredients that mention one
         are dropped; results unfiltered); ``exclude``: results whose recipe mentions one are
         dropped; ``without``: both."""
-        from .embedding import embed_recipe_query
-
         terms = split_terms(ingredients)
         if not terms:
             raise SearchError("empty query: give at least one ingredient")
         removed, excluded = self._excluded(without, remove), self._excluded(without, exclude)
+        vec = self._ingredient_vector(terms, removed, class_name)
+        return self._search(vec, target, k, self._mask(class_name, excluded, partition))
+
+    def generated_photo(self, ingredients: Sequence[str] | str, *, without: Iterable[str] | str = (),
+                        remove: Iterable[str] | str = (), class_name: str | None = None, seed: int = 0) -> bytes:
+        """A PNG of the photo the model's generator (``[gan]`` runs: ACME, R2GAN, TNLBT) makes
+        from the embedding :meth:`by_ingredients` searches with for the same query (eval mode,
+        noise drawn from ``seed``). :class:`SearchError` when the model has no generator."""
+        from .embedding import generate_png
+
+        if getattr(self.model, "generator", None) is None:
+            raise SearchError("this model has no generator: only [gan] runs (ACME, R2GAN, TNLBT) make photos")
+        terms = split_terms(ingredients)
+        if not terms:
+            raise SearchError("empty query: give at least one ingredient")
+        return generate_png(self.model, self._ingredient_vector(terms, self._excluded(without, remove), class_name),
+                            seed)
+
+    def _ingredient_vector(self, terms: list[str], removed: list[str], class_name: str | None) -> np.ndarray:
+        """AdaMine's ingredient query as a recipe embedding: the asked-for ingredients (less the
+        removed ones), the class name as title (else the train mean), the train-mean instructions."""
+        from .embedding import embed_recipe_query
+
         names = self.ingredients.require_all(terms)
         names = [n for n in dict.fromkeys(names) if not any(mentions([n], x)[0] for x in removed)]
         if not names:
@@ -203,8 +224,7 @@ class SearchEngine(RecipeFilters):
         recipe = {"title": cls[1] if cls else "", "ingredients": [{"text": n, "name": n} for n in names],
                   "instructions": []}
         replace = ["instructions"] + ([] if cls else ["title"])
-        vec = embed_recipe_query(self.model, recipe, self.component_means, replace)
-        return self._search(vec, target, k, self._mask(class_name, excluded, partition))
+        return embed_recipe_query(self.model, recipe, self.component_means, replace)
 
     # -- internals -------------------------------------------------------------------------
     def _text_table(self):

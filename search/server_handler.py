@@ -163,7 +163,8 @@ class Handler(BaseHTTPRequestHandler):
     # -- routes ----------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._dispatch({"/": self._page, "/static/": self._static_file, "/api/classes": self._classes,
-                        "/api/ingredients": self._ingredients, "/api/photo/": self._photo,
+                        "/api/ingredients": self._ingredients, "/api/generated": self._generated,
+                        "/api/photo/": self._photo,
                         "/api/recipe/": self._recipe, "/favicon.ico": self._favicon})
 
     do_HEAD = do_GET
@@ -186,6 +187,7 @@ class Handler(BaseHTTPRequestHandler):
         engine = self.server.engine
         self._json(200, {"classes": engine.classes(), "partitions": engine.partitions(), "recipes": len(engine),
                          "images": int(engine.meta["counts"]["images"]), "run": str(engine.meta["checkpoint"]["path"]),
+                         "generator": getattr(engine.model, "generator", None) is not None,
                          "max_upload_bytes": self.server.max_upload_bytes})
 
     def _ingredients(self, _rest: str, params) -> None:
@@ -203,6 +205,21 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, {"query": {"ingredients": q, "without": without, "remove": remove, "exclude": exclude,
                                    "class": class_name, "partition": partition or "all", "k": k},
                          "count": len(hits), "hits": _hits_json(hits)})
+
+    def _generated(self, _rest: str, params) -> None:
+        """The photo a [gan] run's generator makes from an ingredient query's embedding (PNG)."""
+        q = " ".join(params.get("q", [])).strip()
+        if not q:
+            raise RequestError(400, "empty query: type at least one ingredient (e.g. tomato, basil)")
+        if getattr(self.server.engine.model, "generator", None) is None:
+            raise RequestError(404, "this model has no generator: only [gan] runs (ACME, R2GAN, TNLBT) make photos")
+        class_name = (params.get("class") or [""])[-1].strip() or None
+        seed = _int_param(params, "seed", 0, 0, 2**31 - 1)
+        with self.server.lock:
+            png = self.server.engine.generated_photo(q, without=_terms(params, "without"),
+                                                     remove=_terms(params, "remove"), class_name=class_name,
+                                                     seed=seed)
+        self._send(200, png, "image/png", cache=True)
 
     def _recipe(self, rest: str, _params) -> None:
         if not rest or "/" in rest:

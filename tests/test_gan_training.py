@@ -420,3 +420,39 @@ def test_a_gan_epoch_with_the_grad_cache_trains(prepared_demo, tmp_path):
     for key in ("loss_pair", "loss_gan_total", "loss_gan_align", "loss_gan_critic", "loss_gan_d_image"):
         assert rec[key] is not None and np.isfinite(rec[key]), key
     assert (tmp_path / "cached" / "best.pt").exists()
+
+
+def test_serve_shows_the_generated_photo_of_an_ingredient_query(acme_run, prepared_demo, tmp_path):
+    """A [gan] run's server says it has a generator and answers /api/generated with the PNG
+    its generator makes from the ingredient query's embedding (the seed fixes the noise)."""
+    import io
+    import urllib.error
+    import urllib.request
+
+    from PIL import Image
+
+    pytest.importorskip("faiss")
+    from recipekit.search.server import make_server
+
+    srv = make_server(acme_run.run_dir, prepared_demo, port=0, index=tmp_path / "index", echo=lambda _: None).start()
+    try:
+        def get(path):
+            with urllib.request.urlopen(srv.url + path, timeout=60) as r:
+                return r.status, r.headers.get("Content-Type"), r.read()
+
+        status, _, body = get("api/classes")
+        assert status == 200 and json.loads(body)["generator"] is True
+        want = srv.engine.ingredients.names[0]
+        status, ctype, png = get(f"api/generated?q={want}&seed=3")
+        assert status == 200 and ctype == "image/png"
+        with Image.open(io.BytesIO(png)) as im:
+            assert im.size == (64, 64) and np.asarray(im.convert("RGB")).std() > 0
+        assert get(f"api/generated?q={want}&seed=3")[2] == png
+        assert get(f"api/generated?q={want}&seed=4")[2] != png
+        assert srv.engine.generated_photo(want, seed=3) == png
+        with pytest.raises(urllib.error.HTTPError) as err:
+            get("api/generated?q=unobtainium")
+        assert err.value.code == 400 and "unobtainium" in err.value.read().decode()
+    finally:
+        srv.stop()
+

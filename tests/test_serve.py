@@ -90,6 +90,7 @@ def test_page_classes_and_a_photo_query(server):
         assert status == 200 and len(body) > 200
     status, info = _get_json(server.url + "api/classes")
     assert status == 200 and info["classes"] == server.engine.classes() and info["recipes"] == len(server.engine)
+    assert info["generator"] is False  # an H-T run: the page shows no generated photo
     jpeg = _photo(server)
     status, out = _get_json(server.url + "api/image?k=5", data=jpeg, headers={"Content-Type": "image/jpeg"})
     assert status == 200 and len(out["hits"]) == 5 and [h["rank"] for h in out["hits"]] == [1, 2, 3, 4, 5]
@@ -139,6 +140,8 @@ BAD_REQUESTS = [
     ("unknown recipe", {"path": "api/recipe/no-such-recipe"}, 404, "no recipe 'no-such-recipe'"),
     ("unknown partition", {"path": "api/ingredients?q={want}&partition=dev"}, 400, "unknown partition 'dev'"),
     ("unknown page", {"path": "nope"}, 404, "/nope"),
+    ("no generator", {"path": "api/generated?q={want}"}, 404, "this model has no generator"),
+    ("empty generated query", {"path": "api/generated?q="}, 400, "empty query"),
 ]
 
 

@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const K = 12;  // results asked for per query
 let chosen = null;  // the photo to send: chosen in the file field or dropped on the drop zone
 let previewUrl = null;
+let hasGenerator = false;  // a [gan] run: an ingredient query also shows the photo its generator makes
 
 function showError(message) {
   const box = $("error");
@@ -100,13 +101,16 @@ async function getJson(url, options) {
 async function call(url, options, heading) {
   clearError();
   setLoading(true);
+  showGenerated(null);
   try {
     showHits(heading, await getJson(url, options));
+    return true;
   } catch (e) {
     $("results").replaceChildren();
     $("results-title").hidden = true;
     $("results-count").hidden = true;
     showError(e.message || String(e));
+    return false;
   } finally {
     setLoading(false);
   }
@@ -181,8 +185,21 @@ $("ingredients-form").addEventListener("submit", (event) => {
   const params = new URLSearchParams({ q, class: $("class").value, partition: $("partition").value, k: String(K) });
   if (without) params.set(mode, without);
   const note = without ? (mode === "remove" ? " with " + without + " removed from the query" : " without " + without) : "";
-  call("/api/ingredients?" + params, {}, "Dishes with " + q + note + partitionNote());
+  call("/api/ingredients?" + params, {}, "Dishes with " + q + note + partitionNote())
+    .then((ok) => showGenerated(ok && hasGenerator ? "/api/generated?" + params : null));
 });
+
+// The photo a [gan] run's generator makes from the query's embedding, beside the results.
+function showGenerated(url) {
+  const box = $("generated");
+  if (!url) {
+    box.hidden = true;
+    $("generated-img").removeAttribute("src");
+    return;
+  }
+  $("generated-img").src = url;
+  box.hidden = false;
+}
 
 // -- one recipe, opened from its card ----------------------------------------------------------
 function fillList(id, items) {
@@ -249,6 +266,7 @@ fetch("/api/classes")
       option.textContent = name + " only";
       $("partition").appendChild(option);
     }
+    hasGenerator = Boolean(data.generator);
     $("status").textContent = data.recipes + " recipes, " + data.images + " photos · " + data.run;
     document.body.dataset.ready = "1";
   })
