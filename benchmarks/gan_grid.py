@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Real vs generated photos of test recipes for a GAN-family run (docs/img, docs/results.md).
 
-    python benchmarks/gan_grid.py RUN PREPARED --split test --n 8 --out docs/img/gan_demo_acme.png
+    python benchmarks/gan_grid.py RUN PREPARED --split test --n 8 --out docs/img/gan_grid.png
     python benchmarks/gan_grid.py RUN_ACME PREPARED --also RUN_R2GAN RUN_TNLBT --out docs/img/gan_demo.png
 
 Top row: the first photo of the first N recipes (by id) of the split's shards, resized to the
