@@ -191,10 +191,12 @@ def _ddp_worker(rank: int, cfg: dict, run: str, init: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
-def test_gan_ddp_with_two_gloo_processes(prepared_demo, tmp_path):
+@pytest.mark.parametrize("chunk", [0, 3], ids=["plain", "grad_cache"])
+def test_gan_ddp_with_two_gloo_processes(prepared_demo, tmp_path, chunk):
+    """Two ranks, plain and with the gradient cache (8 pairs per rank in chunks of 3, 3 and 2)."""
     import torch.multiprocessing as mp
 
-    cfg = gan_config(prepared_demo, data={"batch_size": 8}, train={"epochs": 1})
+    cfg = gan_config(prepared_demo, data={"batch_size": 8}, train={"epochs": 1, "seed": 0, "grad_cache_chunk": chunk})
     run = tmp_path / "run"
     mp.spawn(_ddp_worker, args=(cfg, str(run), local_init_method()), nprocs=2, join=True)
     blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
