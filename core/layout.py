@@ -20,28 +20,32 @@ from typing import Any
 __all__ = ["Prepared", "Run", "RunTarget"]
 
 
-class Prepared:
+class _Folder:
+    """A folder named by its artefacts: a path that compares, hashes and ``os.fspath``-s as one."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.path))
+
+
+class Prepared(_Folder):
     """The folder ``recipekit prepare SRC OUT`` writes (docs/artefacts.md), by artefact."""
 
     STORE = "recipes.lmdb"
     SHARDS = "shards"
     MANIFESTS = "manifests"
     WORD2VEC = "word2vec"
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"Prepared({str(self.path)!r})"
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Prepared) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(("Prepared", self.path))
 
     # -- stage outputs ----------------------------------------------------------------------
     @property
@@ -218,7 +222,7 @@ class RunTarget:
         return folder
 
 
-class Run:
+class Run(_Folder):
     """The folder ``recipekit train`` writes (docs/training.md), by artefact."""
 
     BEST = "best.pt"
@@ -229,21 +233,6 @@ class Run:
     INDEX = "index"
     EVAL = "eval"
     MODEL = "model"
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"Run({str(self.path)!r})"
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Run) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(("Run", self.path))
 
     @property
     def best(self) -> Path:

@@ -138,12 +138,22 @@ class JointEmbedder(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            emb = self.forward(recipes=self.collate(list(recipes))).recipe.float()
-            g = torch.Generator(device=emb.device).manual_seed(int(seed))
-            noise = torch.randn(n, emb.shape[0], self.generator.noise_dim, generator=g, device=emb.device)
-            images = torch.stack([self.generator(emb, noise[k])[0] for k in range(n)], dim=1)
+            emb = self.forward(recipes=self.collate(list(recipes))).recipe
+            return self.generate_from_embeddings(emb, n=n, seed=seed)
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def generate_from_embeddings(self, recipe_emb: torch.Tensor, n: int = 1, seed: int = 0) -> torch.Tensor:
+        """``n`` photos per recipe embedding ``[B, D]`` (on the model's device): ``[B, n, 3, S, S]``
+        in [0, 1], the noise drawn from ``seed``; the generator as it is (eval mode: the
+        conditioning code is its mean)."""
+        if self.generator is None:
+            raise ValueError("this embedder has no generator (config 'generator')")
+        emb = recipe_emb.float()
+        g = torch.Generator(device=emb.device).manual_seed(int(seed))
+        noise = torch.randn(n, emb.shape[0], self.generator.noise_dim, generator=g, device=emb.device)
+        images = torch.stack([self.generator(emb, noise[k])[0] for k in range(n)], dim=1)
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
     def tokenise(self, recipe: Mapping[str, Any]) -> dict[str, Any]:

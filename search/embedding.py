@@ -153,24 +153,16 @@ def embed_image_query(model, jpeg: bytes) -> np.ndarray:
 
 @torch.no_grad()
 def generate_png(model, recipe_vec: np.ndarray, seed: int = 0) -> bytes:
-    """PNG bytes of the photo ``model.generator`` makes from one recipe embedding ``[D]`` (the
-    model in eval mode: the conditioning code is its mean; the noise is drawn from ``seed``)."""
+    """PNG bytes of the photo ``model.generator`` makes from one recipe embedding ``[D]``
+    (:meth:`~recipekit.embedders.model.JointEmbedder.generate_from_embeddings`; the engine's
+    model is in eval mode)."""
     import io
 
     from PIL import Image
 
-    gen = model.generator
-    dev = model.device
-    emb = torch.from_numpy(np.ascontiguousarray(recipe_vec, dtype=np.float32))[None].to(dev)
-    g = torch.Generator(device=dev).manual_seed(int(seed))
-    noise = torch.randn(1, gen.noise_dim, generator=g, device=dev)
-    was = gen.training
-    gen.eval()
-    try:
-        image = gen(emb, noise)[0][0].float()
-    finally:
-        gen.train(was)
-    pixels = ((image + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    emb = torch.from_numpy(np.ascontiguousarray(recipe_vec, dtype=np.float32))[None].to(model.device)
+    image = model.generate_from_embeddings(emb, n=1, seed=seed)[0, 0]
+    pixels = (image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     out = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(out, format="PNG")
     return out.getvalue()

@@ -137,6 +137,11 @@ class SearchEngine(RecipeFilters):
         return cls(model, index_dir, meta, max_image_bytes=max_image_bytes, max_image_pixels=max_image_pixels)
 
     # -- what the index knows --------------------------------------------------------------
+    @property
+    def has_generator(self) -> bool:
+        """Whether the model makes photos (``[gan]`` runs): :meth:`generated_photo`."""
+        return getattr(self.model, "generator", None) is not None
+
     def __len__(self) -> int:
         return len(self.recipes["recipe_id"])
 
@@ -203,7 +208,7 @@ class SearchEngine(RecipeFilters):
         noise drawn from ``seed``). :class:`SearchError` when the model has no generator."""
         from .embedding import generate_png
 
-        if getattr(self.model, "generator", None) is None:
+        if not self.has_generator:
             raise SearchError("this model has no generator: only [gan] runs (ACME, R2GAN, TNLBT) make photos")
         terms = split_terms(ingredients)
         if not terms:

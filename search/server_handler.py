@@ -187,7 +187,7 @@ class Handler(BaseHTTPRequestHandler):
         engine = self.server.engine
         self._json(200, {"classes": engine.classes(), "partitions": engine.partitions(), "recipes": len(engine),
                          "images": int(engine.meta["counts"]["images"]), "run": str(engine.meta["checkpoint"]["path"]),
-                         "generator": getattr(engine.model, "generator", None) is not None,
+                         "generator": engine.has_generator,
                          "max_upload_bytes": self.server.max_upload_bytes})
 
     def _ingredients(self, _rest: str, params) -> None:
@@ -211,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
         q = " ".join(params.get("q", [])).strip()
         if not q:
             raise RequestError(400, "empty query: type at least one ingredient (e.g. tomato, basil)")
-        if getattr(self.server.engine.model, "generator", None) is None:
+        if not self.server.engine.has_generator:
             raise RequestError(404, "this model has no generator: only [gan] runs (ACME, R2GAN, TNLBT) make photos")
         class_name = (params.get("class") or [""])[-1].strip() or None
         seed = _int_param(params, "seed", 0, 0, 2**31 - 1)

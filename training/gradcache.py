@@ -175,7 +175,10 @@ class GradCache:
         step (its last chunk then lets DDP average the gradients); ``scaler``: the fp16 GradScaler."""
         step = self.step_module
         dev = step.info.device
-        chunks = split_inputs(inputs, self.chunk)
+        # [gan]: the joint adversarial terms are taken in step 3, on each chunk's own samples
+        gan = step.adversary is not None and kind == "pair"
+        chunks = split_inputs(inputs, self.chunk, extra=("labels", "ingredients") if gan else ())
+        size = next(iter(inputs["recipes"].values())).shape[0]
         # 1. embed chunk by chunk without a graph, remembering each chunk's random state
         states, parts = [], []
         bn = _bn_buffers(step)
@@ -183,7 +186,8 @@ class GradCache:
         with torch.no_grad():
             for part in chunks:
                 states.append(_rng_state(dev))
-                reps = representations(step, kind, step.embed(kind, **part))
+                out = step.embed(kind, part["recipes"], part.get("images"), part.get("features"))
+                reps = representations(step, kind, out)
                 parts.append({k: v.detach() for k, v in reps.items()})
         for b, s in zip(bn, saved):  # the replay updates the running statistics, once per chunk
             b.copy_(s)
@@ -200,16 +204,10 @@ class GradCache:
         after = _rng_state(dev)  # the state a plain step would leave: the loss drew after the forward
         # 3. replay each chunk with a graph and back-propagate the surrogate ([gan]: plus the
         #    chunk's share of the joint adversarial terms, which read the chunk's own samples)
-        gan = step.adversary is not None and kind == "pair"
-        if gan:
-            step.stash_parts = []
-            replay = split_inputs(inputs, self.chunk, extra=("labels", "ingredients"))
-            total_n = sum(next(iter(p["recipes"].values())).shape[0] for p in chunks)
-        else:
-            replay = chunks
+        step.stash_parts = []
         logs: dict[str, torch.Tensor] = {}
         start = 0
-        for i, part in enumerate(replay):
+        for i, part in enumerate(chunks):
             n = next(iter(part["recipes"].values())).shape[0]
             last = i == len(chunks) - 1
             cached = {"reps": {k: (g[start:start + n] / divisor if g is not None
@@ -217,7 +215,7 @@ class GradCache:
                                for k, g in rep_grads.items()},
                       "params": param_grads if last else None}
             if gan:
-                cached["gan_weight"] = n / total_n / divisor
+                cached["gan_weight"] = n / size / divisor
             start += n
             _set_rng_state(states[i], dev)
             ctx = ddp.no_sync() if ddp is not None and not (sync and last) else nullcontext()
@@ -225,9 +223,9 @@ class GradCache:
                 res = module(kind, **part, cached_grads=cached)
                 out = res["total"]
                 (scaler.scale(out) if scaler is not None else out).backward()
-            for key, value in res.items():  # the joint terms' values: the sample-weighted mean over chunks
+            for key, value in res.items():  # [gan] the joint terms' values: the sample-weighted mean over chunks
                 if key != "total":
-                    logs[key] = logs.get(key, 0.0) + value.detach().float() * (n / total_n)
+                    logs[key] = logs.get(key, 0.0) + value.detach().float() * (n / size)
         _set_rng_state(after, dev)
         result = {k: v.detach() for k, v in losses.items()}
         if gan:
