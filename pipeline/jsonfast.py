@@ -59,7 +59,7 @@ try:  # the fast decoder is optional: the standard library is the fallback
 except ImportError:  # pragma: no cover - exercised by monkeypatching `orjson = None`
     orjson = None
 
-__all__ = ["count_elements", "fast_available", "iter_array_fast", "map_array"]
+__all__ = ["RawRun", "columnar_wanted", "count_elements", "fast_available", "iter_array_fast", "map_array"]
 
 BATCH_BYTES = 4 << 20  # bytes of JSON per task: ~2,000 Recipe1M records
 _WS = b" \t\n\r"
@@ -70,10 +70,6 @@ _LONG_DIGITS = b"0" * 19
 # the standard library allows, so it decides.
 _DEEP = 500
 _QUOTE, _BACKSLASH = 0x22, 0x5C
-_STRUCT = np.zeros(256, dtype=np.int8)  # 1: opens, -1: closes, 2: comma
-_STRUCT[[ord("["), ord("{")]] = 1
-_STRUCT[[ord("]"), ord("}")]] = -1
-_STRUCT[ord(",")] = 2
 _IS_WS = np.zeros(256, dtype=bool)
 _IS_WS[list(_WS)] = True
 
@@ -81,6 +77,12 @@ _IS_WS[list(_WS)] = True
 def fast_available() -> bool:
     """Whether the orjson path is used (installed, and not switched off by ``RECIPEKIT_JSON=stdlib``)."""
     return orjson is not None and os.environ.get("RECIPEKIT_JSON", "").lower() != "stdlib"
+
+
+def columnar_wanted() -> bool:
+    """Whether callers offer runs to a columnar reader (not with ``RECIPEKIT_JSON=stdlib`` or ``=orjson``,
+    which keep every element on the element path)."""
+    return fast_available() and os.environ.get("RECIPEKIT_JSON", "").lower() != "orjson"
 
 
 @dataclass
@@ -147,18 +149,12 @@ class _Scanner:
                 quotes = _real_quotes(chunk, b, trailing_bs)
                 rstripped = len(chunk.rstrip(b"\\"))
                 trailing_bs = len(chunk) - rstripped + (trailing_bs if rstripped == 0 else 0)
-                # Structural characters outside strings, and the depth before each.
-                kind = _STRUCT[b]
-                pos = np.flatnonzero(kind)
-                pos = pos[(np.searchsorted(quotes, pos) + int(in_str)) % 2 == 0]
+                pos, kinds, before, depth_after = _structure(b, quotes, in_str, depth)
                 if len(quotes) % 2:
                     in_str = not in_str
-                kinds = kind[pos]
-                delta = np.where(kinds == 2, 0, kinds).astype(np.int64)
-                before = depth + np.cumsum(delta) - delta
-                depth += int(delta.sum())
-                if len(before) and int(before.max()) >= _DEEP:
+                if depth_after[1] >= _DEEP:
                     deep.append((base, offset))
+                depth = depth_after[0]
                 top = (before == 0) | ((before == 1) & (kinds != 1))  # the array's brackets and commas
                 for p, k, d in zip(pos[top].tolist(), kinds[top].tolist(), before[top].tolist()):
                     ch = chunk[p]
@@ -215,6 +211,37 @@ class _Scanner:
         with open(path, "rb") as fh:
             fh.seek(seps[0])
             return None if fh.read(1) == b"[" else seps[0] + 1
+
+
+def _structure(b: np.ndarray, quotes: np.ndarray, in_str: bool, depth: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """The structural characters of a chunk outside strings that can be the array's own (its brackets
+    and commas): positions, kinds (1 opens, -1 closes, 2 comma) and the depth before each; every
+    bracket is returned, commas only where the depth is 0 or 1. Also the depth after the chunk and
+    the greatest depth in it.
+
+    Brackets and quotes are few next to the bytes; commas are many (recipe text is full of them) but
+    only those outside every record matter, so their depth is looked up from the bracket before them
+    rather than counted through."""
+    low = b | 0x20  # '[' -> '{', ']' -> '}'
+    br = np.flatnonzero((low == 0x7B) | (low == 0x7D))
+    br = br[(np.searchsorted(quotes, br) + int(in_str)) % 2 == 0]
+    delta = np.where((b[br] | 0x20) == 0x7B, 1, -1).astype(np.int64)
+    after = depth + np.cumsum(delta)
+    before = after - delta
+    commas = np.flatnonzero(b == 0x2C)
+    at = np.searchsorted(br, commas) - 1
+    comma_depth = np.where(at >= 0, after[np.maximum(at, 0)] if len(br) else depth, depth)
+    shallow = comma_depth <= 1
+    commas, comma_depth = commas[shallow], comma_depth[shallow]
+    outside = (np.searchsorted(quotes, commas) + int(in_str)) % 2 == 0
+    commas, comma_depth = commas[outside], comma_depth[outside]
+    pos = np.concatenate([br, commas])
+    order = np.argsort(pos, kind="stable")
+    kinds = np.concatenate([delta, np.full(len(commas), 2, dtype=np.int64)])[order]
+    befores = np.concatenate([before, comma_depth])[order]
+    greatest = max(int(after.max()) if len(br) else depth, depth)
+    return pos[order], kinds, befores, (int(after[-1]) if len(br) else depth, greatest)
 
 
 def _real_quotes(chunk: bytes, b: np.ndarray, trailing_bs: int) -> np.ndarray:
@@ -316,15 +343,67 @@ def _stdlib_element(path: Path, start: int, expected_next: int | None) -> tuple[
         it.close()
 
 
-def _run_batch(payload: tuple[Callable, _Batch]) -> tuple[Any, int | None]:
-    """Worker task: decode what orjson may, apply ``fn``; returns ``(fn(elements), index to resume at)``."""
-    fn, batch = payload
+@dataclass
+class RawRun:
+    """A run of whole elements, undecoded, for a columnar reader (``map_array(columnar=...)``).
+
+    ``lines``: the elements, one per line (newline-delimited JSON: each element's bytes as in the
+    file, the commas between them turned into newlines, so an element spread over several lines
+    makes the lines invalid JSON); ``offsets``: each element's file offset. Only runs of objects
+    that orjson may decode whole are offered (no element with 500 brackets or a 19-digit run).
+    :meth:`element` decodes one element as the element path would."""
+
+    lines: bytes
+    offsets: np.ndarray
+    data: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def element(self, i: int) -> Any:
+        """orjson's value for element ``i``; raises ValueError where the standard library must decide."""
+        return _decode(self.data[int(self.starts[i]) : int(self.ends[i])].rstrip(_WS), False, False)
+
+
+def _raw_run(batch: _Batch) -> RawRun | None:
+    """``batch`` as a :class:`RawRun`, or None when it is not a run of objects orjson may decode whole."""
+    data, ranges = batch.data, batch.ranges
+    if not len(ranges) or batch.deep or _has_long_digits(data):
+        return None
+    b = np.frombuffer(data, dtype=np.uint8)
+    starts, ends = ranges[:, 0].copy(), ranges[:, 1]
+    for _ in range(64):  # skip the whitespace before each element (a newline or a space, as a rule)
+        lead = (starts < ends) & _IS_WS[b[np.minimum(starts, len(b) - 1)]]
+        if not lead.any():
+            break
+        starts[lead] += 1
+    else:
+        return None
+    if (starts >= ends).any() or (b[starts] != 0x7B).any():  # an empty element, or one not an object
+        return None
+    first = int(ranges[0, 0])
+    lines = bytearray(data[first : int(ranges[-1, 1])])
+    np.frombuffer(lines, dtype=np.uint8)[ranges[:-1, 1] - first] = 0x0A  # the commas between elements
+    return RawRun(bytes(lines), batch.base + starts, data, starts, ends)
+
+
+def _run_batch(payload: tuple[Callable, Callable | None, _Batch]) -> tuple[Any, int | None]:
+    """Worker task: ``columnar(run)`` when it takes the batch, else decode what orjson may and apply
+    ``fn``; returns ``(result, index to resume at)``."""
+    fn, columnar, batch = payload
+    if columnar is not None:
+        run = _raw_run(batch)
+        result = columnar(run) if run is not None else None
+        if result is not None:
+            return result, None
     elements, stop = _decode_batch(batch)
     return fn(elements), stop
 
 
-def _batch_label(payload: tuple[Callable, _Batch]) -> str:
-    batch = payload[1]
+def _batch_label(payload: tuple[Callable, Callable | None, _Batch]) -> str:
+    batch = payload[2]
     return f"JSON bytes {batch.base}-{batch.after}"
 
 
@@ -333,6 +412,7 @@ def map_array(
     fn: Callable[[list[tuple[int, Any]]], Any],
     *,
     executor: Any = None,
+    columnar: Callable[[RawRun], Any] | None = None,
     batch_bytes: int | None = None,
     chunk_size: int = 16 << 20,
     stdlib_batch: int = 2000,
@@ -342,7 +422,12 @@ def map_array(
     ``fn`` must be picklable (a module-level function, or a ``functools.partial`` of one) when an
     ``executor`` (:mod:`.backends`) runs the batches in its workers. The concatenation of the runs is
     exactly :func:`.jsonstream.iter_array`'s sequence, and an error is raised after the results
-    of every element before it, as there."""
+    of every element before it, as there.
+
+    ``columnar`` (optional, picklable too) is offered each run of objects first as a :class:`RawRun`
+    of undecoded bytes; what it returns stands for ``fn(elements)`` of that run, and when it returns
+    None (it cannot read the run, or the run holds what only ``fn`` decides) the run is decoded and
+    given to ``fn``. It must return what ``fn`` would."""
     path = Path(path)
     if not fast_available():
         yield from _stdlib_runs(path, None, fn, stdlib_batch)
@@ -351,13 +436,13 @@ def map_array(
     pending: list[_Batch] = []
     handover: list[_Handover] = []
 
-    def tasks() -> Iterator[tuple[Callable, _Batch]]:
+    def tasks() -> Iterator[tuple[Callable, Callable | None, _Batch]]:
         for item in scanner:
             if isinstance(item, _Handover):
                 handover.append(item)
                 return
             pending.append(item)
-            yield fn, item
+            yield fn, columnar, item
 
     if executor is not None:
         results = executor.imap(_run_batch, tasks(), describe=_batch_label)

@@ -27,8 +27,9 @@ from tqdm import tqdm
 
 from recipekit.core.io import atomic_path, staged
 
+from .columnar import validate_run_columnar
 from .jsonfast import iter_array_fast as iter_array
-from .jsonfast import map_array
+from .jsonfast import columnar_wanted, map_array
 from .jsonstream import InvalidElement
 from .progress import bar_disabled
 from .quarantine import Rejection, replace_stage_rows
@@ -37,7 +38,7 @@ from .records import (BATCH, DET_SCHEMA, IMAGE_ID_RE, IMAGES_SCHEMA, PARTITIONS,
 from .resplit import random_resplit
 from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, require
-from .textclean import clean_text
+from .textclean import STEPS, clean_text
 
 __all__ = [
     "PARTITIONS",
@@ -143,7 +144,8 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool, 
     size = path.stat().st_size
     with tqdm(total=size, unit="B", unit_scale=True, desc="parse layer1", disable=bar_disabled(quiet)) as bar:
         last = 0
-        for table, events in map_array(path, validate_run, executor=executor):
+        for table, events in map_array(path, validate_run, executor=executor,
+                                           columnar=validate_run_columnar if columnar_wanted() else None):
             keep = None
             row = 0
             for offset, rid, why, code, changed in events:
@@ -355,7 +357,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         "det_ingrs_rejected": len(rejects) - rejected_recipes - rejected_images,
         "quarantined": len(rejects),
         # texts (titles, ingredient lines, instructions, detected ingredients) cleaning changed
-        **{f"text_{step}": cleaned[step] for step in ("markup_removed", "entities_decoded", "unicode_folded")},
+        **{f"text_{step}": cleaned[step] for step in STEPS},
     }
 
 
