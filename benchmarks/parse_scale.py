@@ -5,12 +5,14 @@ SIZE recipes drawn with replacement, each with a fresh id (and fresh photo ids i
 det_ingrs.json entries for the recipes that have them), in shuffled order. Then, each in its own
 process, with wall time, CPU time (the process and its workers) and peak RSS of the process tree:
 
-* ``json.load`` of the whole layer1.json (the baseline the issue names);
+* ``json.load`` of the whole layer1.json (the baseline);
 * the decoder alone: ``jsonfast.map_array`` splitting and decoding every record with orjson in
-  ``--workers`` processes (what parse cannot beat);
-* ``recipekit prepare --stages parse`` with the standard library's decoder in one process
-  (``RECIPEKIT_JSON=stdlib``: the path before the orjson split) and as it runs by default;
-  the two runs' tables are compared byte for byte.
+  ``--workers`` processes, nothing else (the record-by-record path's floor);
+* the reader alone: the same split, then Arrow's JSON reader on each run in the workers, nothing
+  else (the columnar path's floor);
+* ``recipekit prepare --stages parse``: with the standard library's decoder in one process
+  (``RECIPEKIT_JSON=stdlib``), record by record with orjson in the workers (``RECIPEKIT_JSON=orjson``),
+  and as it runs by default (columnar); the three runs' tables are compared byte for byte.
 
     python benchmarks/parse_scale.py --sizes 100000 1000000 --workers 2
 
@@ -43,6 +45,28 @@ from recipekit.pipeline.jsonfast import count_elements, map_array
 n = sum(map_array(sys.argv[1], count_elements, executor=PoolExecutor(int(sys.argv[2]))))
 print(n)
 """
+# The split plus Arrow's JSON reader on each run, in the workers, nothing else: the columnar path's floor.
+_READ_ONLY = """
+import sys
+from recipekit.pipeline.backends import PoolExecutor
+from recipekit.pipeline.jsonfast import count_elements, map_array
+sys.path.insert(0, sys.argv[3])
+from parse_scale import arrow_rows
+n = sum(map_array(sys.argv[1], count_elements, columnar=arrow_rows, executor=PoolExecutor(int(sys.argv[2]))))
+print(n)
+"""
+
+
+def arrow_rows(run) -> int:
+    """Rows Arrow's JSON reader reads from a run, with the stage's field list (``_READ_ONLY``)."""
+    import io
+
+    import pyarrow.json as pj
+
+    from recipekit.pipeline import columnar
+
+    return pj.read_json(io.BytesIO(run.lines), read_options=pj.ReadOptions(use_threads=False,
+                        block_size=len(run.lines) + 1), parse_options=columnar._PARSE).num_rows
 
 
 def make_corpus(source: Path, size: int, dest: Path, seed: int = 0) -> None:
@@ -97,10 +121,14 @@ def _median(runs: list[dict]) -> dict:
 def bench(src: Path, workdir: Path, workers: int, repeats: int, baseline_stage: bool) -> dict:
     py = sys.executable
     layer1 = str(src / "layer1.json")
-    out = {"json_load": [], "decode": [], "parse": [], "parse_stdlib": []}
+    out = {"json_load": [], "decode": [], "read": [], "parse_rows": [], "parse": [], "parse_stdlib": []}
     for _ in range(repeats):
         out["json_load"].append(_run([py, "-c", "import json, sys; json.load(open(sys.argv[1], 'rb'))", layer1]))
         out["decode"].append(_run([py, "-c", _DECODE_ONLY, layer1, str(workers)]))
+        out["read"].append(_run([py, "-c", _READ_ONLY, layer1, str(workers), str(Path(__file__).resolve().parent)]))
+        cmd = [py, "-m", "recipekit.cli.main", "prepare", str(src), str(workdir / "rows"), "--stages", "parse",
+               "--workers", str(workers), "--force", "--quiet"]
+        out["parse_rows"].append(_run(cmd, env={**os.environ, "RECIPEKIT_JSON": "orjson"}))
         cmd = [py, "-m", "recipekit.cli.main", "prepare", str(src), str(workdir / "fast"), "--stages", "parse",
                "--workers", str(workers), "--force", "--quiet"]
         out["parse"].append(_run(cmd))
@@ -111,7 +139,7 @@ def bench(src: Path, workdir: Path, workers: int, repeats: int, baseline_stage: 
     result = {k: _median(v) for k, v in out.items() if v}
     if baseline_stage:
         result["identical"] = all((workdir / "fast" / t).read_bytes() == (workdir / "stdlib" / t).read_bytes()
-                                  for t in TABLES)
+                                  == (workdir / "rows" / t).read_bytes() for t in TABLES)
     manifest = json.loads((workdir / "fast" / "manifests" / "parse.json").read_text())
     result["counts"] = manifest.get("counts", {})
     return result
@@ -128,18 +156,22 @@ def report(rows: list[dict], args) -> str:
         "layer2.json and det_ingrs.json resampled with them). Each row is its own process: wall and CPU seconds "
         f"(medians of {args.repeats} run(s); CPU includes the workers), peak RSS of the process tree. `json.load` is "
         "the whole-file standard-library load the speed-up is measured against; *decoder alone* is the numpy split "
-        "plus orjson in the workers with nothing else done per record (`jsonfast.map_array`); *parse, stdlib* is the "
-        "stage with the standard library's streaming decoder in one process (`RECIPEKIT_JSON=stdlib`), *parse* the "
-        "stage as it runs (orjson, validation and cleaning in the workers, Parquet written by the driver).",
+        "plus orjson in the workers with nothing else done per record (`jsonfast.map_array`); *reader alone* the split "
+        "plus Arrow's JSON reader on each run in the workers, nothing else; *parse, stdlib* is the "
+        "stage with the standard library's streaming decoder in one process (`RECIPEKIT_JSON=stdlib`), *parse, "
+        "record by record* the stage with orjson and Python validation per record in the workers "
+        "(`RECIPEKIT_JSON=orjson`), *parse* the stage as it runs (runs read by Arrow and validated in columns in the "
+        "workers, Parquet written by the driver).",
         "",
         "| recipes | layer1.json | run | wall s | CPU s | CPU/wall | peak RSS MB | speed-up vs json.load (wall) |",
         "|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    names = {"json_load": "`json.load`", "decode": "decoder alone", "parse_stdlib": "parse, stdlib, 1 process",
+    names = {"json_load": "`json.load`", "decode": "decoder alone (orjson)", "read": "reader alone (Arrow)",
+             "parse_stdlib": "parse, stdlib, 1 process", "parse_rows": f"parse, record by record, {args.workers} workers",
              "parse": f"**parse, {args.workers} workers**"}
     for row in rows:
         base = row["json_load"]["wall_s"]
-        for key in ("json_load", "decode", "parse_stdlib", "parse"):
+        for key in ("json_load", "decode", "read", "parse_stdlib", "parse_rows", "parse"):
             if key not in row:
                 continue
             r = row[key]
@@ -154,7 +186,10 @@ def report(rows: list[dict], args) -> str:
         lines.append(
             f"- {row['size']:,} recipes: parse's speed-up over `json.load` {speed:.2f}x in wall time, "
             f"{cpu_speed:.2f}x in CPU time; peak RSS {p['peak_rss_mb']:.0f} MB"
-            + (f"; tables byte-identical to the stdlib run: {'yes' if ident else 'NO'}" if ident is not None else "")
+            + (f"; tables byte-identical to the stdlib and record-by-record runs: {'yes' if ident else 'NO'}"
+               if ident is not None else "")
+            + (f"; {row['parse_rows']['wall_s'] / p['wall_s']:.2f}x the record-by-record path (wall)"
+               if "parse_rows" in row else "")
             + (f"; the decoder alone {row['json_load']['wall_s'] / row['decode']['wall_s']:.2f}x (wall), "
                f"{row['json_load']['cpu_s'] / row['decode']['cpu_s']:.2f}x (CPU)" if "decode" in row else "")
             + ".")

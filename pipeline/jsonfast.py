@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ _LONG_DIGITS = b"0" * 19
 # the standard library allows, so it decides.
 _DEEP = 500
 _QUOTE, _BACKSLASH = 0x22, 0x5C
+_SHORT = 16  # stretches at depth 0 or 1 up to this long are looked at byte by byte, vectorised
+_STEPS = np.arange(_SHORT, dtype=np.int64)
 _IS_WS = np.zeros(256, dtype=bool)
 _IS_WS[list(_WS)] = True
 
@@ -87,27 +89,52 @@ def columnar_wanted() -> bool:
 
 @dataclass
 class _Batch:
-    """Whole elements: ``data`` is the file's bytes from ``base``; ``ranges`` the (start, end) of each
-    element in ``data`` between its separators (whitespace included); ``after`` the file offset of the
-    separator after the last element."""
+    """Whole elements: the file's bytes from ``base`` to ``after``; ``ranges`` the (start, end) of each
+    element in them between its separators (whitespace included); ``after`` the file offset of the
+    separator after the last element. The bytes are read from ``path`` where they are used (in a
+    worker: they never travel through the pool's pipes)."""
 
-    data: bytes
+    path: str
     base: int
     ranges: np.ndarray
     after: int
     deep: bool = True  # whether an element may be nested _DEEP levels or more
     handed_before: bool = True  # whether batches before this one were handed out
+    _data: bytes | None = field(default=None, repr=False)
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.base)
+                self._data = fh.read(self.after - self.base)
+        return self._data
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_data": None}
 
     @classmethod
-    def cut(cls, buf: bytearray, buf_base: int, seps: list[int], j: int) -> _Batch:
-        """The elements between ``seps[0]`` and ``seps[j]`` (``buf`` holds the file from ``buf_base``)."""
+    def cut(cls, path: str, seps: list[int], j: int, open_at: int, close_at: int | None) -> _Batch:
+        """The elements between separators ``seps[0]`` and ``seps[j]`` (file offsets; the array's
+        '[' is at ``open_at``, its ']' at ``close_at`` once seen)."""
         first, last = seps[0], seps[j]
         edges = np.asarray(seps[: j + 1], dtype=np.int64)
         ranges = np.stack([edges[:-1] + 1, edges[1:]], axis=1) - first
-        data = bytes(buf[first - buf_base : last - buf_base])
-        if j == 1 and data[:1] == b"[" and buf[last - buf_base] == 0x5D and not data[1:].strip(_WS):
+        opening = first == open_at
+        if j == 1 and opening and last == close_at and _only_whitespace(path, first + 1, last):
             ranges = ranges[:0]  # `[ ]`: an empty array
-        return cls(data, first, ranges, last)
+        return cls(path, first, ranges, last, handed_before=not opening)
+
+
+def _only_whitespace(path: str, start: int, end: int) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while start < end:
+            block = fh.read(min(end - start, 1 << 16))
+            if not block or block.strip(_WS):
+                return not block
+            start += len(block)
+    return True
 
 
 @dataclass
@@ -127,7 +154,7 @@ class _Scanner:
         in_str, depth, trailing_bs = False, 0, 0
         opened = closed = False
         seps: list[int] = []  # file offsets of the separators of elements not yet batched ('[', ',', ']')
-        buf, buf_base = bytearray(), 0  # the file's bytes from buf_base on, as far as read
+        open_at, close_at = -1, None  # file offsets of the array's '[' and ']'
         held: _Batch | None = None  # the last batch, held back until the end of the file is checked
         deep: list[tuple[int, int]] = []  # byte ranges of the chunks nested _DEEP levels or more
         with open(self.path, "rb") as fh:
@@ -139,7 +166,7 @@ class _Scanner:
                 base = offset
                 offset += len(chunk)
                 if base == 0 and chunk.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
-                    chunk, base, buf_base = chunk[3:], 3, 3
+                    chunk, base = chunk[3:], 3
                 b = np.frombuffer(chunk, dtype=np.uint8)
                 if closed:  # only whitespace may follow the array
                     if not _IS_WS[b].all():
@@ -159,15 +186,15 @@ class _Scanner:
                 for p, k, d in zip(pos[top].tolist(), kinds[top].tolist(), before[top].tolist()):
                     ch = chunk[p]
                     if d == 0 and not opened and ch == 0x5B:  # '['
-                        if not _IS_WS[np.frombuffer(bytes(buf) + chunk[:p], dtype=np.uint8)].all():
+                        if not _IS_WS[b[:p]].all():  # earlier chunks were whitespace (checked below)
                             yield _Handover(None)
                             return
-                        opened = True
+                        opened, open_at = True, base + p
                         seps.append(base + p)
                     elif d == 1 and k == 2:
                         seps.append(base + p)
                     elif d == 1 and ch == 0x5D:  # ']'
-                        closed = True
+                        closed, close_at = True, base + p
                         seps.append(base + p)
                         if not _IS_WS[b[p + 1 :]].all():
                             yield _Handover(self._restart(held, seps, self.path))
@@ -176,23 +203,17 @@ class _Scanner:
                     else:
                         yield _Handover(self._restart(held, seps, self.path) if opened else None)
                         return
-                buf += chunk
                 if not opened:
                     if not _IS_WS[b].all():
                         yield _Handover(None)
                         return
-                    buf, buf_base = bytearray(), offset
                     continue
                 while len(seps) >= 2 and (closed or seps[-1] - seps[0] >= self.batch_bytes):
                     j = int(np.searchsorted(seps, seps[0] + self.batch_bytes))
                     j = max(1, min(j, len(seps) - 1))
-                    batch = _Batch.cut(buf, buf_base, seps, j)
+                    batch = _Batch.cut(str(self.path), seps, j, open_at, close_at)
                     batch.deep = any(a < batch.after and batch.base < b for a, b in deep)
-                    batch.handed_before = batch.data[:1] != b"["
                     del seps[:j]
-                    cut = seps[0] - buf_base
-                    del buf[:cut]
-                    buf_base += cut
                     if held is not None:
                         yield held
                     held = batch
@@ -216,32 +237,49 @@ class _Scanner:
 def _structure(b: np.ndarray, quotes: np.ndarray, in_str: bool, depth: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """The structural characters of a chunk outside strings that can be the array's own (its brackets
-    and commas): positions, kinds (1 opens, -1 closes, 2 comma) and the depth before each; every
-    bracket is returned, commas only where the depth is 0 or 1. Also the depth after the chunk and
-    the greatest depth in it.
+    and commas): positions, kinds (1 opens, -1 closes, 2 comma) and the depth before each, for those
+    where that depth is 0 or 1. Also the depth after the chunk and the greatest depth in it.
 
     Brackets and quotes are few next to the bytes; commas are many (recipe text is full of them) but
-    only those outside every record matter, so their depth is looked up from the bracket before them
-    rather than counted through."""
+    only those outside every record matter, so only the stretches between brackets at depth 0 or 1 are
+    searched for them."""
     low = b | 0x20  # '[' -> '{', ']' -> '}'
     br = np.flatnonzero((low == 0x7B) | (low == 0x7D))
     br = br[(np.searchsorted(quotes, br) + int(in_str)) % 2 == 0]
     delta = np.where((b[br] | 0x20) == 0x7B, 1, -1).astype(np.int64)
     after = depth + np.cumsum(delta)
     before = after - delta
-    commas = np.flatnonzero(b == 0x2C)
-    at = np.searchsorted(br, commas) - 1
-    comma_depth = np.where(at >= 0, after[np.maximum(at, 0)] if len(br) else depth, depth)
-    shallow = comma_depth <= 1
-    commas, comma_depth = commas[shallow], comma_depth[shallow]
+    # The stretches between brackets at depth 0 or 1 (between records, as a rule a comma and a space)
+    # are the only places such a comma can be: look at their bytes alone.
+    starts = np.concatenate([[0], br + 1])
+    ends = np.concatenate([br, [len(b)]])
+    depths = np.concatenate([[depth], after])
+    shallow = (depths <= 1) & (ends > starts)
+    starts, ends, depths = starts[shallow], ends[shallow], depths[shallow]
+    short = ends - starts <= _SHORT
+    at = starts[short, None] + _STEPS
+    inside = at < ends[short, None]
+    hit = inside & (b[np.minimum(at, len(b) - 1)] == 0x2C)
+    commas = [at[hit]]
+    comma_depth = [np.broadcast_to(depths[short, None], at.shape)[hit]]
+    for a, e, d in zip(starts[~short].tolist(), ends[~short].tolist(), depths[~short].tolist()):
+        found = np.flatnonzero(b[a:e] == 0x2C) + a
+        commas.append(found)
+        comma_depth.append(np.full(len(found), d, dtype=np.int64))
+    commas, comma_depth = np.concatenate(commas), np.concatenate(comma_depth)
+    order = np.argsort(commas, kind="stable")
+    commas, comma_depth = commas[order], comma_depth[order]
     outside = (np.searchsorted(quotes, commas) + int(in_str)) % 2 == 0
     commas, comma_depth = commas[outside], comma_depth[outside]
+    greatest = max(int(after.max()) if len(br) else depth, depth)
+    last = int(after[-1]) if len(br) else depth
+    top = before <= 1  # the brackets deeper down are never the array's own
+    br, delta, before = br[top], delta[top], before[top]
     pos = np.concatenate([br, commas])
     order = np.argsort(pos, kind="stable")
     kinds = np.concatenate([delta, np.full(len(commas), 2, dtype=np.int64)])[order]
     befores = np.concatenate([before, comma_depth])[order]
-    greatest = max(int(after.max()) if len(br) else depth, depth)
-    return pos[order], kinds, befores, (int(after[-1]) if len(br) else depth, greatest)
+    return pos[order], kinds, befores, (last, greatest)
 
 
 def _real_quotes(chunk: bytes, b: np.ndarray, trailing_bs: int) -> np.ndarray:

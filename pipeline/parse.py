@@ -158,7 +158,8 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool, 
                     accepted[rid] = (offset << 2) | code
                     row += 1
                     if changed and cleaned is not None:
-                        cleaned.update(changed)
+                        for step, n in changed.items():
+                            cleaned[step] += n
                 if why is not None:
                     rejects.append(Rejection("parse", path.name, offset, rid, why))
             writer.add_table(table.filter(pa.array(keep)) if keep else table)

@@ -105,33 +105,55 @@ def _ranges(codes: list[int]) -> str:
     return "[" + "".join(out) + "]"
 
 
-_FOLD: dict[str, object] = {}
+_UNICODE: dict[str, object] = {}
+_TABLES_END = 0x32000  # characters from here on are all left to Python (see _unicode_tables)
 
 
-def _arrow_fold_agrees() -> bool:
-    """Whether Arrow's NFKC (utf8proc) gives Python's for every character Python's Unicode database
-    (``unicodedata``) decomposes; checked once per process. When it does, a text holding only
-    characters that database assigns is folded the same by both, the decompositions and compositions
-    of assigned characters being stable across Unicode versions. The characters the database leaves
-    unassigned (newer ones may fold in Arrow) are collected for :func:`clean_texts` to leave to
-    Python; from U+32000 on (ideographic plane 3's unassigned tail, the empty planes 4-13, tags,
-    variation selectors and private use) every character counts as such, unchecked: a text holding
-    one only goes through Python, which is always right."""
-    if "agrees" not in _FOLD:
+def _unicode_tables() -> dict[str, object]:
+    """What :func:`clean_texts` needs to know of Python's Unicode database (``unicodedata``) and of
+    Arrow's NFKC (utf8proc), worked out once per process (about half a second):
+
+    * ``stable``: a regex class of the characters NFKC leaves as they are wherever they stand: ASCII
+      and the starters (combining class 0) that NFKC leaves alone and that never end a composition.
+      A text made of them only is unchanged by NFKC (the normalization quick check), so it needs no
+      NFKC at all;
+    * ``agrees``: whether Arrow's NFKC gives Python's for every character Python decomposes. When it
+      does, a text of characters Python's database assigns folds the same in both, decompositions and
+      compositions of assigned characters being stable across Unicode versions;
+    * ``unassigned``: a regex class of the characters Python's database leaves unassigned (a newer
+      Unicode may fold them), for such texts to go through Python. From U+32000 on (ideographic plane
+      3's unassigned tail, the empty planes 4-13, tags, variation selectors and private use) every
+      character counts as unassigned and none as stable, unchecked: that only sends a text to Python,
+      which is always right."""
+    if not _UNICODE:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        chars, odd = [], []
-        for c in range(0x32000):
+        decomposed, odd, stable, seconds = [], [], list(range(0x80)), set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
+        for c in range(_TABLES_END):
+            parts = unicodedata.decomposition(chr(c)).split()
+            if len(parts) == 2 and not parts[0].startswith("<"):
+                seconds.add(int(parts[1], 16))  # a canonical pair: its second character may compose
+        for c in range(0x80, _TABLES_END):
             ch = chr(c)
             if unicodedata.category(ch) == "Cn":
                 odd.append(c)
-            elif unicodedata.decomposition(ch) and not 0xD800 <= c <= 0xDFFF:
-                chars.append(ch)
-        arrow = pc.utf8_normalize(pa.array(chars), "NFKC").to_pylist()
-        _FOLD["agrees"] = arrow == [unicodedata.normalize("NFKC", c) for c in chars]
-        _FOLD["unassigned"] = _ranges(odd)[:-1] + "\\x{32000}-\\x{10ffff}]"
-    return bool(_FOLD["agrees"])
+            if 0xD800 <= c <= 0xDFFF:
+                continue
+            if unicodedata.decomposition(ch):
+                decomposed.append(ch)
+            if c not in seconds and not unicodedata.combining(ch) and unicodedata.normalize("NFKC", ch) == ch:
+                stable.append(c)
+        arrow = pc.utf8_normalize(pa.array(decomposed), "NFKC").to_pylist()
+        _UNICODE["agrees"] = arrow == [unicodedata.normalize("NFKC", c) for c in decomposed]
+        _UNICODE["unassigned"] = _ranges(odd)[:-1] + f"\\x{{{_TABLES_END:x}}}-\\x{{10ffff}}]"
+        _UNICODE["unstable"] = "[^" + _ranges(stable)[1:]  # a character not in ``stable``
+    return _UNICODE
+
+
+def _arrow_fold_agrees() -> bool:
+    """Whether Arrow's NFKC agrees with Python's Unicode database (see :func:`_unicode_tables`)."""
+    return bool(_unicode_tables()["agrees"])
 
 
 STEPS = ("markup_removed", "entities_decoded", "unicode_folded")  # what ``stats`` counts
@@ -170,11 +192,14 @@ def clean_texts(texts):
     python = mask(pc.match_substring_regex(texts, "[&<\u2044]|" + _SPACE_ISSUE_RE))
     foreign = np.flatnonzero(~mask(pc.string_is_ascii(texts)) & ~python)
     if len(foreign):
+        tables = _unicode_tables()
         sub = texts.take(pa.array(foreign))
+        maybe = mask(pc.match_substring_regex(sub, tables["unstable"]))
+        foreign, sub = foreign[maybe], sub.filter(pa.array(maybe))
         changes = ~mask(pc.equal(pc.utf8_normalize(sub, "NFKC"), sub))
         fold, sub = foreign[changes], sub.filter(pa.array(changes))
-        if len(fold) and _arrow_fold_agrees():
-            odd = mask(pc.match_substring_regex(sub, _FOLD["unassigned"]))
+        if len(fold) and tables["agrees"]:
+            odd = mask(pc.match_substring_regex(sub, tables["unassigned"]))
             python[fold[odd]] = True
             fold, sub = fold[~odd], sub.filter(pa.array(~odd))
             folded = pc.replace_substring(pc.utf8_normalize(
