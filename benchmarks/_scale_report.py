@@ -183,17 +183,18 @@ def _photos(row: dict) -> int:
     return row["stages"].get("parse", {}).get("counts", {}).get("images_present", 0)
 
 
-def render_doc(data: dict) -> str:
+def render_doc(data: dict, json_path: str = "docs/img/scale.json", png_path: str = "docs/img/scale.png") -> str:
     rows, start = curves(data)
     cmd = data.get("command", "")
     sizes = ", ".join(f"{r['recipes']:,}" + (f" ({_photos(r):,} photos)" if r["photos"] else " (text only)")
                       for r in rows)
     lines = [
         f"Machine: {data['machine']}. Dates: {', '.join(sorted({r['date'] for r in data['runs'].values()}))}.",
-        f"Command: `{cmd}`. Raw figures: `docs/img/scale.json`; plot: `docs/img/scale.png`.",
+        f"Command: `{cmd}`. Raw figures: `{json_path}`; plot: `{png_path}`.",
         "",
         f"Corpora: demo corpora of {sizes} recipes (`recipekit demo-data`, photos {data['image_size']} px, "
-        "1-3 per recipe with photos); the largest photo corpus is the 100k-image sharding run. "
+        "1-3 per recipe with photos); the largest photo corpus is the "
+        f"{max([_photos(r) for r in rows if r['photos']] or [0]):,}-image sharding run. "
         f"Every stage runs alone as `recipekit prepare SRC OUT --stages S --force --quiet --workers "
         f"{data['workers']}`. *CPU s* is user + system time of the whole process tree (workers included); "
         "*peak RSS* the largest summed RSS of the tree, sampled every 0.1 s. Other jobs shared the 2 cores "
@@ -215,7 +216,8 @@ def render_doc(data: dict) -> str:
     for stage, rate, base, fit, rss in render_rates(data):
         lines.append(f"| {stage} | {_fmt(rate, ',.0f')} | {_fmt(base, '.1f')} | {_fmt(fit)} | {rss:.0f} |")
     lines += render_baselines(data)
-    lines += ["", "![cost and memory of the prepare stages vs corpus size](img/scale.png)", "", MEMORY]
+    lines += ["", f"![cost and memory of the prepare stages vs corpus size]({png_path.removeprefix('docs/')})", "",
+              MEMORY]
     notes = data.get("notes")
     if notes:
         lines += ["", notes]

@@ -192,6 +192,8 @@ def report(rows: list[dict], args) -> str:
                if "parse_rows" in row else "")
             + (f"; the decoder alone {row['json_load']['wall_s'] / row['decode']['wall_s']:.2f}x (wall), "
                f"{row['json_load']['cpu_s'] / row['decode']['cpu_s']:.2f}x (CPU)" if "decode" in row else "")
+            + (f"; the reader alone {row['json_load']['wall_s'] / row['read']['wall_s']:.2f}x (wall), "
+               f"{row['json_load']['cpu_s'] / row['read']['cpu_s']:.2f}x (CPU)" if "read" in row else "")
             + ".")
     big = rows[-1]
     speed = big["json_load"]["wall_s"] / big["parse"]["wall_s"]

@@ -127,7 +127,10 @@ def _merge(args, row: dict, size: int) -> dict:
     sizes = sorted(int(k) for k in data["runs"] if int(k) != data.get("startup_size"))
     photos = [s for s in sizes if data["runs"][str(s)]["photos"]]
     data["command"] = (f"benchmarks/scale.py --sizes {' '.join(map(str, sizes))} --image-sizes "
-                       f"{' '.join(map(str, photos))} --workers {args.workers} --write-doc")
+                       f"{' '.join(map(str, photos))} --workers {args.workers} --write-doc"
+                       + (f" --image-size {args.image_size}" if args.image_size != 512 else "")
+                       + (f" --stages {' '.join(args.stages)}" if list(args.stages) != STAGES else "")
+                       + (f" --json {args.json.resolve().relative_to(ROOT)} --section {args.section}" if args.section else ""))
     _write_json(args, data)
     return data
 
@@ -140,9 +143,14 @@ def _write_json(args, data: dict) -> None:
 
 
 def render_all(data: dict, args) -> None:
-    plot(data, args.json.parent / "scale.png")
+    png = args.json.with_suffix(".png")
+    plot(data, png)
     if args.write_doc:
-        replace_section(DOC, "scale", render_doc(data), "Cost curves: every prepare stage vs corpus size "
+        paths = {"json_path": str(args.json.resolve().relative_to(ROOT)), "png_path": str(png.resolve().relative_to(ROOT))}
+        if args.section:  # another series (e.g. small photos): its own section, not the rates fragment
+            replace_section(DOC, args.section, render_doc(data, **paths), args.section_title or args.section)
+            return
+        replace_section(DOC, "scale", render_doc(data, **paths), "Cost curves: every prepare stage vs corpus size "
                         "(benchmarks/scale.py)")
         FRAGMENT.parent.mkdir(parents=True, exist_ok=True)
         FRAGMENT.write_text(render_fragment(data) + "\n", encoding="utf-8")
@@ -172,6 +180,9 @@ def main() -> None:
     ap.add_argument("--vocab-from", type=Path, help="when store runs without word2vec: wait for and copy "
                     "DIR/word2vec (the vocabulary does not depend on the epochs)")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--section", help="write the table to this section of the doc (a second series, e.g. small "
+                    "photos to 300k; the main section and the rates fragment stay as they are)")
+    ap.add_argument("--section-title", help="the section's heading when it is new")
     ap.add_argument("--write-doc", action="store_true", help=f"write {DOC.relative_to(ROOT)} and the fragment")
     args = ap.parse_args()
     data = json.loads(args.json.read_text()) if args.json.exists() else {"runs": {}}

@@ -3,15 +3,18 @@
 
 Two layers:
 
-* **Splitting** (:func:`_scan`, in the calling process). The file is read in chunks and each
-  chunk scanned with numpy: the quotes that are not escaped, the brackets and commas outside
-  strings, and the nesting depth give the commas between the array's elements. That is a few
-  vectorised passes over the bytes (~0.1 s of CPU per 100 MB), not a Python loop. Runs of
-  whole elements (``batch_bytes`` each) become tasks.
-* **Decoding** (:func:`_decode_batch`, in a worker of the stage's executor, or here). Each
-  element's bytes go to ``orjson.loads`` and the caller's function turns the batch into its
-  result (the parse stage: validated rows as an Arrow table), so the workers return compact
-  results rather than Python objects.
+* **Splitting** (:class:`_Scanner`, in the calling process). The file is read in chunks and each
+  chunk scanned with numpy: the quotes that are not escaped, the brackets outside strings and the
+  nesting depth, then the commas in the stretches at depth 0 or 1, give the commas between the
+  array's elements. That is a few vectorised passes over the bytes (~0.5 s of CPU per 100 MB),
+  not a Python loop. Runs of whole elements (``batch_bytes`` each) become tasks, as file offsets:
+  the worker reads the bytes.
+* **Decoding** (:func:`_run_batch`, in a worker of the stage's executor, or here). A columnar
+  reader, when the caller gives one, is offered the run's bytes first (:class:`RawRun`; the parse
+  stage's is :func:`.columnar.validate_run_columnar`). Otherwise each element's bytes go to
+  ``orjson.loads`` and the caller's function turns the batch into its result (the parse stage:
+  validated rows as an Arrow table), so the workers return compact results rather than Python
+  objects.
 
 The output is what the standard library path gives, element for element, offset for offset,
 error for error. Every element range must decode as one complete JSON value, the bytes between

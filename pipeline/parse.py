@@ -1,9 +1,10 @@
 """Stage `parse`: layer1/layer2/det_ingrs JSON to validated, cleaned Parquet.
 
 Streams ``layer1.json`` (bounded memory, see :mod:`.jsonstream`), validates and
-cleans every record (runs of records decoded by orjson and validated in the stage's
-workers, see :mod:`.jsonfast`; the tables are the same, byte for byte, as one process
-with the standard library's decoder gives), and joins ``layer2.json`` (images) and ``det_ingrs.json``
+cleans every record (runs of records read in columns by Arrow in the stage's workers, see
+:mod:`.columnar`, or decoded by orjson and validated one by one where Arrow cannot decide, see
+:mod:`.jsonfast`; the tables are the same, byte for byte, as one process with the standard
+library's decoder gives), and joins ``layer2.json`` (images) and ``det_ingrs.json``
 (detected ingredients) by recipe id. Every rejected record becomes a row of
 ``quarantine.parquet`` naming the file, byte offset, id and reason; malformed
 JSON stops the stage with an error naming the byte offset.
