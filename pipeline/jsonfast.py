@@ -94,8 +94,9 @@ def columnar_wanted() -> bool:
 class _Batch:
     """Whole elements: the file's bytes from ``base`` to ``after``; ``ranges`` the (start, end) of each
     element in them between its separators (whitespace included); ``after`` the file offset of the
-    separator after the last element. The bytes are read from ``path`` where they are used (in a
-    worker: they never travel through the pool's pipes)."""
+    separator after the last element. The bytes are read from ``path`` (absolute) where they are
+    used: in a worker, so they never travel through the pool's pipes (with Ray, the file must be at
+    the same path on every node, as SRC already must)."""
 
     path: str
     base: int
@@ -214,7 +215,7 @@ class _Scanner:
                 while len(seps) >= 2 and (closed or seps[-1] - seps[0] >= self.batch_bytes):
                     j = int(np.searchsorted(seps, seps[0] + self.batch_bytes))
                     j = max(1, min(j, len(seps) - 1))
-                    batch = _Batch.cut(str(self.path), seps, j, open_at, close_at)
+                    batch = _Batch.cut(os.path.abspath(self.path), seps, j, open_at, close_at)
                     batch.deep = any(a < batch.after and batch.base < b for a, b in deep)
                     del seps[:j]
                     if held is not None:
@@ -485,8 +486,9 @@ def map_array(
             pending.append(item)
             yield fn, columnar, item
 
-    if executor is not None:
-        results = executor.imap(_run_batch, tasks(), describe=_batch_label)
+    if executor is not None:  # no more workers than runs: a small file is read here, with no process started
+        runs = -(-os.path.getsize(path) // (batch_bytes or BATCH_BYTES))
+        results = executor.imap(_run_batch, tasks(), limit=max(1, runs), describe=_batch_label)
     else:
         results = map(_run_batch, tasks())
     for result, stop in results:
