@@ -183,7 +183,8 @@ def _photos(row: dict) -> int:
     return row["stages"].get("parse", {}).get("counts", {}).get("images_present", 0)
 
 
-def render_doc(data: dict, json_path: str = "docs/img/scale.json", png_path: str = "docs/img/scale.png") -> str:
+def render_doc(data: dict, json_path: str = "docs/img/scale.json", png_path: str = "docs/img/scale.png",
+               memory: bool = True) -> str:
     rows, start = curves(data)
     cmd = data.get("command", "")
     sizes = ", ".join(f"{r['recipes']:,}" + (f" ({_photos(r):,} photos)" if r["photos"] else " (text only)")
@@ -216,8 +217,9 @@ def render_doc(data: dict, json_path: str = "docs/img/scale.json", png_path: str
     for stage, rate, base, fit, rss in render_rates(data):
         lines.append(f"| {stage} | {_fmt(rate, ',.0f')} | {_fmt(base, '.1f')} | {_fmt(fit)} | {rss:.0f} |")
     lines += render_baselines(data)
-    lines += ["", f"![cost and memory of the prepare stages vs corpus size]({png_path.removeprefix('docs/')})", "",
-              MEMORY]
+    lines += ["", f"![cost and memory of the prepare stages vs corpus size]({png_path.removeprefix('docs/')})"]
+    if memory:
+        lines += ["", MEMORY]
     notes = data.get("notes")
     if notes:
         lines += ["", notes]

@@ -148,7 +148,7 @@ def render_all(data: dict, args) -> None:
     if args.write_doc:
         paths = {"json_path": str(args.json.resolve().relative_to(ROOT)), "png_path": str(png.resolve().relative_to(ROOT))}
         if args.section:  # another series (e.g. small photos): its own section, not the rates fragment
-            replace_section(DOC, args.section, render_doc(data, **paths), args.section_title or args.section)
+            replace_section(DOC, args.section, render_doc(data, **paths, memory=False), args.section_title or args.section)
             return
         replace_section(DOC, "scale", render_doc(data, **paths), "Cost curves: every prepare stage vs corpus size "
                         "(benchmarks/scale.py)")
