@@ -93,9 +93,9 @@ def validate_run_columnar(run: RawRun) -> tuple[pa.Table, list[tuple]] | None:
     for name in ("ingredients", "instructions"):
         values, counts, items_ok, items_changed = _items(_column(table, name), n)
         ok &= items_ok
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        lists.append(pa.LargeListArray.from_arrays(pa.array(offsets), values))
+        bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=bounds[1:])
+        lists.append(pa.LargeListArray.from_arrays(pa.array(bounds), values))
         for step, counts in items_changed.items():
             changed[step] += counts
     columns = [ids, partition, title, *lists, url]
@@ -108,8 +108,10 @@ def validate_run_columnar(run: RawRun) -> tuple[pa.Table, list[tuple]] | None:
     for i, rid in zip(accepted.tolist(), rids):
         events[i] = (offsets[i], rid, None, codes[i], None)
     steps = [(step, counts) for step, counts in changed.items() if counts.any()]
-    for i in np.flatnonzero(ok & np.logical_or.reduce([c > 0 for _, c in steps])).tolist() if steps else []:
-        events[i] = events[i][:4] + ({step: int(counts[i]) for step, counts in steps if counts[i]},)
+    if steps:  # what cleaning changed, for the accepted records it changed
+        touched = ok & np.logical_or.reduce([counts > 0 for _, counts in steps])
+        for i in np.flatnonzero(touched).tolist():
+            events[i] = events[i][:4] + ({step: int(counts[i]) for step, counts in steps if counts[i]},)
     slow_rows, slow_at = [], []
     for i in np.flatnonzero(~ok).tolist():
         try:

@@ -10,7 +10,7 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from recipekit.pipeline import jsonfast
+from recipekit.pipeline import jsonfast, jsonsplit
 from recipekit.pipeline.columnar import validate_run_columnar
 from recipekit.pipeline.records import validate_run
 from recipekit.pipeline.textclean import STEPS, clean_text, clean_texts
@@ -95,7 +95,7 @@ def _record(rng, i):
 def _runs(tmp_path, records, batch_bytes):
     path = tmp_path / "layer1.json"
     path.write_text("[\n" + ",\n".join(records) + "\n]\n", encoding="utf-8")
-    return [b for b in jsonfast._Scanner(path, 1 << 16, batch_bytes) if isinstance(b, jsonfast._Batch)]
+    return [b for b in jsonsplit.Scanner(path, 1 << 16, batch_bytes) if isinstance(b, jsonsplit.Batch)]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -131,7 +131,7 @@ def test_runs_arrow_cannot_read_exactly_are_handed_back(tmp_path):
 @pytest.mark.parametrize("corpus", ["recipes_en", "recipes_zh"])
 def test_real_corpora_are_read_by_arrow_with_the_same_result(corpus, request, tmp_path):
     path = request.getfixturevalue(corpus) / "layer1.json"
-    for batch in jsonfast._Scanner(path, 1 << 20, 300_000):
+    for batch in jsonsplit.Scanner(path, 1 << 20, 300_000):
         run = jsonfast._raw_run(batch)
         got = validate_run_columnar(run)
         assert got is not None  # every run of the real corpora goes the columnar way
