@@ -95,14 +95,13 @@ _DIGIT_FRACTION_RE = r"(\p{Nd})([" + "".join(_FRACTIONS) + "])"
 
 
 def _ranges(codes: list[int]) -> str:
-    out, i = [], 0
-    while i < len(codes):
-        j = i
-        while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
-            j += 1
-        out.append(f"\\x{{{codes[i]:x}}}" + (f"-\\x{{{codes[j]:x}}}" if j > i else ""))
-        i = j + 1
-    return "[" + "".join(out) + "]"
+    """A regex class of ``codes`` (ascending), runs written as ranges."""
+    import numpy as np
+
+    a = np.asarray(codes, dtype=np.int64)
+    cut = np.flatnonzero(np.diff(a) != 1)
+    starts, ends = a[np.r_[0, cut + 1]].tolist(), a[np.r_[cut, len(a) - 1]].tolist()
+    return "[" + "".join(f"\\x{{{lo:x}}}" + (f"-\\x{{{hi:x}}}" if hi > lo else "") for lo, hi in zip(starts, ends)) + "]"
 
 
 _UNICODE: dict[str, object] = {}
@@ -111,7 +110,7 @@ _TABLES_END = 0x32000  # characters from here on are all left to Python (see _un
 
 def _unicode_tables() -> dict[str, object]:
     """What :func:`clean_texts` needs to know of Python's Unicode database (``unicodedata``) and of
-    Arrow's NFKC (utf8proc), worked out once per process (about half a second):
+    Arrow's NFKC (utf8proc), worked out once per process (a few tenths of a second):
 
     * ``stable``: a regex class of the characters NFKC leaves as they are wherever they stand: ASCII
       and the starters (combining class 0) that NFKC leaves alone and that never end a composition.
@@ -129,21 +128,20 @@ def _unicode_tables() -> dict[str, object]:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        decomposed, odd, stable, seconds = [], [], list(range(0x80)), set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
-        for c in range(_TABLES_END):
-            parts = unicodedata.decomposition(chr(c)).split()
-            if len(parts) == 2 and not parts[0].startswith("<"):
-                seconds.add(int(parts[1], 16))  # a canonical pair: its second character may compose
-        for c in range(0x80, _TABLES_END):
-            ch = chr(c)
-            if unicodedata.category(ch) == "Cn":
-                odd.append(c)
-            if 0xD800 <= c <= 0xDFFF:
-                continue
-            if unicodedata.decomposition(ch):
-                decomposed.append(ch)
-            if c not in seconds and not unicodedata.combining(ch) and unicodedata.normalize("NFKC", ch) == ch:
-                stable.append(c)
+        codes = range(0x80, _TABLES_END)
+        chars = list(map(chr, codes))
+        kinds = list(map(unicodedata.category, chars))
+        decompositions = list(map(unicodedata.decomposition, chars))
+        classes = list(map(unicodedata.combining, chars))
+        # the second characters of canonical pairs may compose with the character before them, as may
+        # Hangul's medial vowels and final consonants (their composition is by rule, not in the table)
+        seconds = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3)) | {
+            int(d.split()[1], 16) for d in decompositions if d and d[0] != "<" and len(d.split()) == 2}
+        odd = [c for c, kind in zip(codes, kinds) if kind == "Cn"]
+        decomposed = [ch for ch, d, kind in zip(chars, decompositions, kinds) if d and kind != "Cs"]
+        stable = [*range(0x80), *(c for c, ch, d, kind, ccc in zip(codes, chars, decompositions, kinds, classes)
+                                  if not ccc and kind != "Cs" and c not in seconds
+                                  and (not d or unicodedata.normalize("NFKC", ch) == ch))]
         arrow = pc.utf8_normalize(pa.array(decomposed), "NFKC").to_pylist()
         _UNICODE["agrees"] = arrow == [unicodedata.normalize("NFKC", c) for c in decomposed]
         _UNICODE["unassigned"] = _ranges(odd)[:-1] + f"\\x{{{_TABLES_END:x}}}-\\x{{10ffff}}]"
