@@ -60,7 +60,7 @@ try:  # the fast decoder is optional: the standard library is the fallback
 except ImportError:  # pragma: no cover - exercised by monkeypatching `orjson = None`
     orjson = None
 
-__all__ = ["RawRun", "columnar_wanted", "count_elements", "fast_available", "iter_array_fast", "map_array"]
+__all__ = ["RawRun", "count_elements", "fast_available", "iter_array_fast", "map_array"]
 
 BATCH_BYTES = 4 << 20  # bytes of JSON per task: ~2,000 Recipe1M records
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
@@ -72,8 +72,8 @@ def fast_available() -> bool:
     return orjson is not None and os.environ.get("RECIPEKIT_JSON", "").lower() != "stdlib"
 
 
-def columnar_wanted() -> bool:
-    """Whether callers offer runs to a columnar reader (not with ``RECIPEKIT_JSON=stdlib`` or ``=orjson``,
+def _columnar_wanted() -> bool:
+    """Whether runs go to the caller's columnar reader (not with ``RECIPEKIT_JSON=stdlib`` or ``=orjson``,
     which keep every element on the element path)."""
     return fast_available() and os.environ.get("RECIPEKIT_JSON", "").lower() != "orjson"
 
@@ -157,18 +157,23 @@ class RawRun:
 
     ``lines``: the elements, one per line (newline-delimited JSON: each element's bytes as in the
     file, the commas between them turned into newlines, so an element spread over several lines
-    makes the lines invalid JSON); ``offsets``: each element's file offset. Only runs of objects
+    makes the lines invalid JSON); :attr:`offsets`: each element's file offset. Only runs of objects
     that orjson may decode whole are offered (no element with 500 brackets or a 19-digit run).
-    :meth:`element` decodes one element as the element path would."""
+    :meth:`element` decodes one element as the element path would. ``data`` holds the file's bytes
+    from ``base``, element ``i`` at ``data[starts[i]:ends[i]]`` (trailing whitespace included)."""
 
     lines: bytes
-    offsets: np.ndarray
+    base: int
     data: bytes
     starts: np.ndarray
     ends: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.starts)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.base + self.starts
 
     def element(self, i: int) -> Any:
         """orjson's value for element ``i``; raises ValueError where the standard library must decide."""
@@ -194,7 +199,7 @@ def _raw_run(batch: Batch) -> RawRun | None:
     first = int(ranges[0, 0])
     lines = bytearray(data[first : int(ranges[-1, 1])])
     np.frombuffer(lines, dtype=np.uint8)[ranges[:-1, 1] - first] = 0x0A  # the commas between elements
-    return RawRun(bytes(lines), batch.base + starts, data, starts, ends)
+    return RawRun(bytes(lines), batch.base, data, starts, ends)
 
 
 def _run_batch(payload: tuple[Callable, Callable | None, Batch]) -> tuple[Any, int | None]:
@@ -235,8 +240,10 @@ def map_array(
     ``columnar`` (optional, picklable too) is offered each run of objects first as a :class:`RawRun`
     of undecoded bytes; what it returns stands for ``fn(elements)`` of that run, and when it returns
     None (it cannot read the run, or the run holds what only ``fn`` decides) the run is decoded and
-    given to ``fn``. It must return what ``fn`` would."""
+    given to ``fn``. It must return what ``fn`` would. ``RECIPEKIT_JSON=orjson`` leaves it unused."""
     path = Path(path)
+    if not _columnar_wanted():
+        columnar = None
     if not fast_available():
         yield from _stdlib_runs(path, None, fn, stdlib_batch)
         return

@@ -99,9 +99,9 @@ class Scanner:
 
     def __iter__(self) -> Iterator[Batch | Handover]:
         in_str, depth, trailing_bs = False, 0, 0
-        opened = closed = False
         seps: list[int] = []  # file offsets of the separators of elements not yet batched ('[', ',', ']')
-        open_at, close_at = -1, None  # file offsets of the array's '[' and ']'
+        open_at: int | None = None  # file offsets of the array's '[' and ']', once seen
+        close_at: int | None = None
         held: Batch | None = None  # the last batch, held back until the end of the file is checked
         deep: list[tuple[int, int]] = []  # byte ranges of the chunks nested DEEP levels or more
         with open(self.path, "rb") as fh:
@@ -115,47 +115,46 @@ class Scanner:
                 if base == 0 and chunk.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
                     chunk, base = chunk[3:], 3
                 b = np.frombuffer(chunk, dtype=np.uint8)
-                if closed:  # only whitespace may follow the array
+                if close_at is not None:  # only whitespace may follow the array
                     if not IS_WHITESPACE[b].all():
-                        yield Handover(self._restart(held, seps, self.path))
+                        yield Handover(self._restart(held, seps, open_at))
                         return
                     continue
                 quotes = _real_quotes(chunk, b, trailing_bs)
                 rstripped = len(chunk.rstrip(b"\\"))
                 trailing_bs = len(chunk) - rstripped + (trailing_bs if rstripped == 0 else 0)
-                pos, kinds, before, depth_after = _structure(b, quotes, in_str, depth)
+                pos, kinds, before, depth, greatest = _structure(b, quotes, in_str, depth)
                 if len(quotes) % 2:
                     in_str = not in_str
-                if depth_after[1] >= DEEP:
+                if greatest >= DEEP:
                     deep.append((base, offset))
-                depth = depth_after[0]
                 top = (before == 0) | ((before == 1) & (kinds != 1))  # the array's brackets and commas
                 for p, k, d in zip(pos[top].tolist(), kinds[top].tolist(), before[top].tolist()):
                     ch = chunk[p]
-                    if d == 0 and not opened and ch == 0x5B:  # '['
+                    if d == 0 and open_at is None and ch == 0x5B:  # '['
                         if not IS_WHITESPACE[b[:p]].all():  # earlier chunks were whitespace (checked below)
                             yield Handover(None)
                             return
-                        opened, open_at = True, base + p
+                        open_at = base + p
                         seps.append(base + p)
                     elif d == 1 and k == 2:
                         seps.append(base + p)
                     elif d == 1 and ch == 0x5D:  # ']'
-                        closed, close_at = True, base + p
+                        close_at = base + p
                         seps.append(base + p)
                         if not IS_WHITESPACE[b[p + 1 :]].all():
-                            yield Handover(self._restart(held, seps, self.path))
+                            yield Handover(self._restart(held, seps, open_at))
                             return
                         break
                     else:
-                        yield Handover(self._restart(held, seps, self.path) if opened else None)
+                        yield Handover(self._restart(held, seps, open_at) if open_at is not None else None)
                         return
-                if not opened:
+                if open_at is None:
                     if not IS_WHITESPACE[b].all():
                         yield Handover(None)
                         return
                     continue
-                while len(seps) >= 2 and (closed or seps[-1] - seps[0] >= self.batch_bytes):
+                while len(seps) >= 2 and (close_at is not None or seps[-1] - seps[0] >= self.batch_bytes):
                     j = int(np.searchsorted(seps, seps[0] + self.batch_bytes))
                     j = max(1, min(j, len(seps) - 1))
                     batch = Batch.cut(os.path.abspath(self.path), seps, j, open_at, close_at)
@@ -164,25 +163,23 @@ class Scanner:
                     if held is not None:
                         yield held
                     held = batch
-        if not closed:
-            yield Handover(self._restart(held, seps, self.path) if opened else None)
+        if close_at is None:
+            yield Handover(self._restart(held, seps, open_at) if open_at is not None else None)
             return
         if held is not None:
             yield held
 
     @staticmethod
-    def _restart(held: Batch | None, seps: list[int], path: Path) -> int | None:
+    def _restart(held: Batch | None, seps: list[int], open_at: int) -> int | None:
         """Where the standard library takes over: the first element not handed out yet (None: the
         whole file, when nothing has been handed out)."""
         if held is not None:
             return held.base + int(held.ranges[0, 0]) if len(held.ranges) and held.handed_before else None
-        with open(path, "rb") as fh:
-            fh.seek(seps[0])
-            return None if fh.read(1) == b"[" else seps[0] + 1
+        return None if seps[0] == open_at else seps[0] + 1
 
 
 def _structure(b: np.ndarray, quotes: np.ndarray, in_str: bool, depth: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """The structural characters of a chunk outside strings that can be the array's own (its brackets
     and commas): positions, kinds (1 opens, -1 closes, 2 comma) and the depth before each, for those
     where that depth is 0 or 1. Also the depth after the chunk and the greatest depth in it.
@@ -226,7 +223,7 @@ def _structure(b: np.ndarray, quotes: np.ndarray, in_str: bool, depth: int
     order = np.argsort(pos, kind="stable")
     kinds = np.concatenate([delta, np.full(len(commas), 2, dtype=np.int64)])[order]
     befores = np.concatenate([before, comma_depth])[order]
-    return pos[order], kinds, befores, (last, greatest)
+    return pos[order], kinds, befores, last, greatest
 
 
 def _real_quotes(chunk: bytes, b: np.ndarray, trailing_bs: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from recipekit.core.io import atomic_path, staged
 
 from .columnar import validate_run_columnar
 from .jsonfast import iter_array_fast as iter_array
-from .jsonfast import columnar_wanted, map_array
+from .jsonfast import map_array
 from .jsonstream import InvalidElement
 from .progress import bar_disabled
 from .quarantine import Rejection, replace_stage_rows
@@ -145,8 +145,7 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool, 
     size = path.stat().st_size
     with tqdm(total=size, unit="B", unit_scale=True, desc="parse layer1", disable=bar_disabled(quiet)) as bar:
         last = 0
-        for table, events in map_array(path, validate_run, executor=executor,
-                                           columnar=validate_run_columnar if columnar_wanted() else None):
+        for table, events in map_array(path, validate_run, executor=executor, columnar=validate_run_columnar):
             keep = None
             row = 0
             for offset, rid, why, code, changed in events:

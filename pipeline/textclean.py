@@ -16,6 +16,7 @@ manifest.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -84,11 +85,15 @@ def clean_text(text: str, stats: Counter | None = None) -> str:
     return " ".join(text.split())
 
 
-# Every character ``str.split()`` splits on (the whitespace that ``clean_text`` collapses).
-_SPACES = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
-# Texts whose whitespace ``clean_text`` would change: a leading or trailing space, two spaces in a
-# row, or any whitespace other than the space (tabs, newlines, no-break spaces, ...).
-_SPACE_ISSUE_RE = "^ | $|  |[" + "".join(f"\\x{{{ord(c):x}}}" for c in _SPACES if c != " ") + "]"
+@functools.cache
+def _space_issue_re() -> str:
+    """A regex matching the texts whose whitespace ``clean_text`` would change: a leading or trailing
+    space, two spaces in a row, or any other character ``str.split()`` splits on (tabs, newlines,
+    no-break spaces, ...). Worked out on first use, not at import (it walks every code point)."""
+    others = (chr(c) for c in range(0x110000) if chr(c).isspace() and c != 0x20)
+    return "^ | $|  |[" + "".join(f"\\x{{{ord(c):x}}}" for c in others) + "]"
+
+
 # clean_text's fraction step as Arrow can do it before NFKC: a space between a digit and a vulgar
 # fraction (NFKC then spells the fraction with U+2044, which becomes '/').
 _DIGIT_FRACTION_RE = r"(\p{Nd})([" + "".join(_FRACTIONS) + "])"
@@ -187,7 +192,7 @@ def clean_texts(texts):
         texts = texts.combine_chunks()
     n = len(texts)
     changed = {step: np.zeros(n, dtype=bool) for step in STEPS}
-    python = mask(pc.match_substring_regex(texts, "[&<\u2044]|" + _SPACE_ISSUE_RE))
+    python = mask(pc.match_substring_regex(texts, "[&<\u2044]|" + _space_issue_re()))
     foreign = np.flatnonzero(~mask(pc.string_is_ascii(texts)) & ~python)
     if len(foreign):
         tables = _unicode_tables()
@@ -203,7 +208,7 @@ def clean_texts(texts):
             folded = pc.replace_substring(pc.utf8_normalize(
                 pc.replace_substring_regex(sub, _DIGIT_FRACTION_RE, r"\1 \2"), "NFKC"), "\u2044", "/")
             changed["unicode_folded"][fold] = mask(pc.not_equal(folded, sub))
-            spaced = mask(pc.match_substring_regex(folded, _SPACE_ISSUE_RE))
+            spaced = mask(pc.match_substring_regex(folded, _space_issue_re()))
             if spaced.any():
                 at = np.flatnonzero(spaced)
                 folded = replace(folded, at, pa.array([" ".join(t.split()) for t in folded.take(pa.array(at)).to_pylist()],

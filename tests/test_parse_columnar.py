@@ -137,3 +137,13 @@ def test_real_corpora_are_read_by_arrow_with_the_same_result(corpus, request, tm
         assert got is not None  # every run of the real corpora goes the columnar way
         want = validate_run(jsonfast._decode_batch(batch)[0])
         assert got[1] == want[1] and got[0].equals(want[0])
+
+
+@pytest.mark.parametrize("env, used", [("", True), ("orjson", False), ("stdlib", False)])
+def test_recipekit_json_switches_the_columnar_reader(tmp_path, monkeypatch, env, used):
+    monkeypatch.setenv("RECIPEKIT_JSON", env)
+    path = tmp_path / "layer1.json"
+    path.write_text(json.dumps([{"id": "a"}, {"id": "b"}]), encoding="utf-8")
+    calls = []
+    runs = list(jsonfast.map_array(path, len, columnar=lambda run: calls.append(len(run)) or len(run)))
+    assert sum(runs) == 2 and bool(calls) == used
