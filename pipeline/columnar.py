@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from itertools import repeat
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,13 +102,15 @@ def validate_run_columnar(run: RawRun) -> tuple[pa.Table, list[tuple]] | None:
             changed[step] += counts
     columns = [ids, partition, title, *lists, url]
     fast = pa.Table.from_arrays([c.cast(f.type) for c, f in zip(columns, RECIPES_SCHEMA)], schema=RECIPES_SCHEMA)
-    accepted = np.flatnonzero(ok)
-    fast = fast.take(pa.array(accepted))
-    rids = ids.take(pa.array(accepted)).to_pylist()
     offsets, codes = run.offsets.tolist(), code.tolist()
-    events: list[tuple] = [()] * n
-    for i, rid in zip(accepted.tolist(), rids):
-        events[i] = (offsets[i], rid, None, codes[i], None)
+    if ok.all():  # as a rule: every record accepted, no copy
+        events = list(zip(offsets, ids.to_pylist(), repeat(None), codes, repeat(None)))
+    else:
+        accepted = np.flatnonzero(ok)
+        fast = fast.take(pa.array(accepted))
+        events = [()] * n
+        for i, rid in zip(accepted.tolist(), ids.take(pa.array(accepted)).to_pylist()):
+            events[i] = (offsets[i], rid, None, codes[i], None)
     steps = [(step, counts) for step, counts in changed.items() if counts.any()]
     if steps:  # what cleaning changed, for the accepted records it changed
         touched = ok & np.logical_or.reduce([counts > 0 for _, counts in steps])

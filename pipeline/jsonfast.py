@@ -83,6 +83,28 @@ def _has_long_digits(data: bytes) -> bool:
     return _LONG_DIGITS in data.translate(_DIGITS_TO_ZERO)
 
 
+# The standard library refuses an integer of more digits than ``sys.get_int_max_str_digits()``
+# (4300 by default, 640 at the least when set); Arrow's reader skips one in a field it ignores.
+_HUGE_DIGITS = 641
+
+
+def _has_huge_digits(data: bytes) -> bool:
+    """Whether ``data`` holds a run of ``_HUGE_DIGITS`` digits or more. Such a run covers a multiple
+    of ``_HUGE_DIGITS // 2``, so only the digits at those positions (one byte in 320) are followed
+    out to the ends of their runs."""
+    step = _HUGE_DIGITS // 2
+    sample = np.frombuffer(data, dtype=np.uint8)[::step]
+    for p in (np.flatnonzero((sample >= 0x30) & (sample <= 0x39)) * step).tolist():
+        a = e = p
+        while a > 0 and 0x30 <= data[a - 1] <= 0x39 and p - a < _HUGE_DIGITS:
+            a -= 1
+        while e < len(data) and 0x30 <= data[e] <= 0x39 and e - a < _HUGE_DIGITS:
+            e += 1
+        if e - a >= _HUGE_DIGITS:
+            return True
+    return False
+
+
 def _decode(raw: bytes, check_digits: bool, check_depth: bool) -> Any:
     """orjson's value for one element's bytes, or raise ValueError when the standard library must decide."""
     if not raw or (check_digits and _has_long_digits(raw)):
@@ -158,9 +180,11 @@ class RawRun:
     ``lines``: the elements, one per line (newline-delimited JSON: each element's bytes as in the
     file, the commas between them turned into newlines, so an element spread over several lines
     makes the lines invalid JSON); :attr:`offsets`: each element's file offset. Only runs of objects
-    that orjson may decode whole are offered (no element with 500 brackets or a 19-digit run).
-    :meth:`element` decodes one element as the element path would. ``data`` holds the file's bytes
-    from ``base``, element ``i`` at ``data[starts[i]:ends[i]]`` (trailing whitespace included)."""
+    that Arrow may read as the standard library would are offered (none nested :data:`DEEP` levels
+    or more, none holding an integer the standard library may refuse for its digits).
+    :meth:`element` decodes one element as the element path would (orjson, or ValueError).
+    ``data`` holds the file's bytes from ``base``, element ``i`` at ``data[starts[i]:ends[i]]``
+    (trailing whitespace included)."""
 
     lines: bytes
     base: int
@@ -177,13 +201,13 @@ class RawRun:
 
     def element(self, i: int) -> Any:
         """orjson's value for element ``i``; raises ValueError where the standard library must decide."""
-        return _decode(self.data[int(self.starts[i]) : int(self.ends[i])].rstrip(WHITESPACE), False, False)
+        return _decode(self.data[int(self.starts[i]) : int(self.ends[i])].rstrip(WHITESPACE), True, False)
 
 
 def _raw_run(batch: Batch) -> RawRun | None:
-    """``batch`` as a :class:`RawRun`, or None when it is not a run of objects orjson may decode whole."""
+    """``batch`` as a :class:`RawRun`, or None when it is not a run of objects for a columnar reader."""
     data, ranges = batch.data, batch.ranges
-    if not len(ranges) or batch.deep or _has_long_digits(data):
+    if not len(ranges) or batch.deep or _has_huge_digits(data):
         return None
     b = np.frombuffer(data, dtype=np.uint8)
     starts, ends = ranges[:, 0].copy(), ranges[:, 1]
