@@ -30,16 +30,16 @@ from recipekit.core.io import atomic_path, staged
 
 from .columnar import validate_run_columnar
 from .jsonfast import iter_array_fast as iter_array
-from .jsonfast import map_array
+from .jsonfast import cyclic_gc_paused, map_array
 from .jsonstream import InvalidElement
 from .progress import bar_disabled
 from .quarantine import Rejection, replace_stage_rows
-from .records import (BATCH, DET_SCHEMA, IMAGE_ID_RE, IMAGES_SCHEMA, PARTITIONS, RECIPES_SCHEMA, image_relpath,
-                      not_text, validate_recipe, validate_run)
+from .records import (BATCH, DET_SCHEMA, IMAGE_ID_RE, IMAGES_SCHEMA, PARTITIONS, RECIPES_SCHEMA, check_det_run,
+                      image_relpath, not_text, validate_recipe, validate_run)
 from .resplit import random_resplit
 from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, require
-from .textclean import STEPS, clean_text
+from .textclean import STEPS
 
 __all__ = [
     "PARTITIONS",
@@ -259,49 +259,31 @@ def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer
 
 
 def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejects: list,
-               cleaned: Counter | None = None) -> None:
+               cleaned: Counter | None = None, executor: Any = None) -> None:
+    """det_ingrs entries checked in runs by ``executor``'s workers (:func:`.records.check_det_run`);
+    their recipes are looked up, and duplicates found, here in file order."""
     seen: set[str] = set()
-    for offset, entry in iter_array(path):
-        rid = entry.get("id") if isinstance(entry, dict) else None
-        rid = rid if isinstance(rid, str) else None
-
-        def reject(why: str, record_id: str | None = rid) -> None:
-            rejects.append(Rejection("parse", path.name, offset, record_id, why))
-
-        if isinstance(entry, InvalidElement):
-            reject(entry.reason, entry.record_id)
-            continue
-        if rid is None:
-            reject("det_ingrs entry without a string 'id'")
-            continue
-        ingredients, valid = entry.get("ingredients"), entry.get("valid")
-        if not isinstance(ingredients, list) or not isinstance(valid, list) or len(ingredients) != len(valid):
-            reject("det_ingrs entry needs lists 'ingredients' and 'valid' of equal length")
-            continue
-        if rid not in accepted:
-            reject(f"det_ingrs entry for unknown or rejected recipe {rid!r}")
-            continue
-        if rid in seen:
-            reject("duplicate det_ingrs entry")
-            continue
-        names = []
-        changed: Counter = Counter()
-        for item, ok in zip(ingredients, valid):
-            if (not isinstance(item, dict) or not isinstance(item.get("text"), str) or not isinstance(ok, bool)
-                    or not_text(item["text"])):
-                names = None
-                break
-            if ok:
-                text = clean_text(item["text"], changed).lower()
-                if text:
-                    names.append(text)
-        if names is None:
-            reject("det_ingrs items must be {'text': str} (valid Unicode text) with boolean 'valid' flags")
-            continue
-        seen.add(rid)
-        writer.add({"id": rid, "ingredients": names})
-        if changed and cleaned is not None:
-            cleaned.update(changed)
+    for table, events in map_array(path, check_det_run, executor=executor):
+        keep, row = [], 0
+        for offset, rid, why, has_names, changed in events:
+            if why is None:
+                if rid not in accepted:
+                    why = f"det_ingrs entry for unknown or rejected recipe {rid!r}"
+                elif rid in seen:
+                    why = "duplicate det_ingrs entry"
+                elif not has_names:
+                    why = "det_ingrs items must be {'text': str} (valid Unicode text) with boolean 'valid' flags"
+                if has_names:
+                    keep.append(why is None)
+                    row += 1
+            if why is not None:
+                rejects.append(Rejection("parse", path.name, offset, rid, why))
+                continue
+            seen.add(rid)
+            if changed and cleaned is not None:
+                cleaned.update(changed)
+        if row:
+            writer.add_table(table if all(keep) else table.filter(pa.array(keep)))
 
 
 def _run(ctx: StageContext) -> dict[str, Any]:
@@ -309,6 +291,11 @@ def _run(ctx: StageContext) -> dict[str, Any]:
     for required in ("layer1.json", "layer2.json"):
         if not (src / required).is_file():
             raise FileNotFoundError(f"{src / required}: required input missing (SRC must hold layer1.json and layer2.json)")
+    with cyclic_gc_paused():  # millions of decoded records, no cycles among them (see jsonfast)
+        return _parse_all(ctx, src, out)
+
+
+def _parse_all(ctx: StageContext, src: Path, out: Path) -> dict[str, Any]:
     rejects: list[Rejection] = []
     cleaned: Counter = Counter()  # texts of kept records that each cleaning step changed
     with atomic_path(out / "recipes.parquet") as tmp:
@@ -331,7 +318,7 @@ def _run(ctx: StageContext) -> dict[str, Any]:
         writer = _BatchWriter(tmp, DET_SCHEMA)
         try:
             if det_path.is_file():
-                _parse_det(det_path, accepted, writer, rejects, cleaned)
+                _parse_det(det_path, accepted, writer, rejects, cleaned, ctx.executor)
         finally:
             writer.close()
         n_det = writer.count
