@@ -34,6 +34,7 @@ import os
 import pickle
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -139,25 +140,44 @@ def _serial(fn, items, initializer, initargs, describe) -> Iterator[Any]:
 
 
 class PoolExecutor(Executor):
-    """Spawned worker processes, one pool per ``imap`` call (or this process for one worker)."""
+    """Spawned worker processes (or this process itself for one worker).
+
+    The pool outlives an ``imap`` call that finishes: the next call with the same number of
+    workers and no initializer runs in the same processes (the `parse` stage reads layer1 and then
+    det_ingrs without starting workers twice). A call that fails or is abandoned shuts the pool
+    down, as does :meth:`close` (leaving the ``with`` block) or dropping the executor."""
 
     name = "pool"
 
     def __init__(self, workers: int | None = None) -> None:
         self._workers = max(1, workers or _default_workers())
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_size = 0
+        self._finalizer: weakref.finalize | None = None
 
     @property
     def workers(self) -> int:
         return self._workers
+
+    def _pool_for(self, n: int, initializer, initargs) -> ProcessPoolExecutor:
+        if self._pool is not None and initializer is None and self._pool_size == n:
+            return self._pool
+        self.close()
+        pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=_worker_start,
+                                   initargs=(os.getpid(), initializer, initargs))
+        if initializer is None:  # kept for the next call
+            self._pool, self._pool_size = pool, n
+            self._finalizer = weakref.finalize(self, pool.shutdown, wait=True, cancel_futures=True)
+        return pool
 
     def imap(self, fn, items, *, initializer=None, initargs=(), limit=None, describe=None):
         n = min(self._workers, limit) if limit is not None else self._workers
         if n <= 1:
             yield from _serial(fn, items, initializer, initargs, describe)
             return
-        pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=_worker_start,
-                                   initargs=(os.getpid(), initializer, initargs))
+        pool = self._pool_for(n, initializer, initargs)
         pending: deque = deque()
+        finished = False
         try:
             it = iter(items)
             index = 0
@@ -176,9 +196,19 @@ class PoolExecutor(Executor):
                 except Exception as exc:
                     raise _fail(_label(describe, item, i), exc) from exc
                 yield result
+            finished = True
         finally:
-            # On error (or an abandoned generator) drop what has not started; wait for the rest.
-            pool.shutdown(wait=True, cancel_futures=True)
+            if not finished or pool is not self._pool:
+                # On error (or an abandoned generator) drop what has not started; wait for the rest.
+                pool.shutdown(wait=True, cancel_futures=True)
+                if pool is self._pool:
+                    self.close()
+
+    def close(self) -> None:
+        """Shut the kept pool down (its workers finish what they run, then exit)."""
+        if self._finalizer is not None:
+            self._finalizer()  # pool.shutdown, once
+        self._pool, self._pool_size, self._finalizer = None, 0, None
 
 
 # -- Ray ------------------------------------------------------------------------------------

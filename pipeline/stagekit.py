@@ -214,9 +214,19 @@ def run_stage(
     mp = manifest_path(out, stage.name)
     for folder in {out, mp.parent, *((out / rel).parent for rel in stage.outputs)}:
         remove_stale_tmp(folder)
-    missing = [rel for rel in stage.src_inputs if src is None or not (src / rel).exists()]
-    if executor is None:
+    own_executor = executor is None
+    if own_executor:
         executor = PoolExecutor(max(1, workers))
+    try:
+        return _run_and_commit(stage, src, out, params, workers, quiet, executor, mp)
+    finally:
+        if own_executor:
+            executor.close()
+
+
+def _run_and_commit(stage: Stage, src: Path | None, out: Path, params: dict[str, Any], workers: int, quiet: bool,
+                    executor: Any, mp: Path) -> StageReport:
+    missing = [rel for rel in stage.src_inputs if src is None or not (src / rel).exists()]
     ctx = StageContext(src=src, out=out, params=params, workers=max(1, workers), quiet=quiet, executor=executor)
     ctx.extra["missing_src"] = missing
     inputs = _input_fingerprints(stage, src, out)

@@ -23,3 +23,10 @@ def report_and_wait(folder: str) -> int:
     Path(folder, f"{os.getpid()}.pid").write_text("")
     time.sleep(120)
     return os.getpid()
+
+
+def pid(_: object) -> int:
+    """The worker's process id (tests of pool reuse)."""
+    import os
+
+    return os.getpid()

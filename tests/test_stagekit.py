@@ -1,9 +1,11 @@
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from recipekit.pipeline.backends import PoolExecutor, TaskError
 from recipekit.pipeline.parse import parse
 from recipekit.pipeline.stagekit import atomic_dir, atomic_path, read_manifest
 
@@ -119,3 +121,24 @@ def test_pool_workers_exit_when_the_main_process_is_killed(tmp_path):
                 os.kill(int(p.stem), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_pool_is_kept_between_calls_and_shut_down_on_close():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from backend_tasks import pid, root
+
+    ex = PoolExecutor(2)
+    first = set(ex.imap(pid, range(8)))
+    assert first == set(ex.imap(pid, range(8))) and os.getpid() not in first  # the same two workers
+    with pytest.raises(TaskError):
+        list(ex.imap(root, [4.0, -1.0]))  # a failed call shuts the pool down ...
+    assert ex._pool is None
+    fresh = set(ex.imap(pid, range(8)))
+    assert not fresh & first  # ... and the next call starts new workers
+    processes = list(ex._pool._processes.values())
+    ex.close()
+    assert ex._pool is None and all(not p.is_alive() for p in processes)
+    with PoolExecutor(2) as ex:  # dropping it (or leaving the block) shuts the pool down too
+        list(ex.imap(pid, range(4)))
+        processes = list(ex._pool._processes.values())
+    assert all(not p.is_alive() for p in processes)
