@@ -1,5 +1,5 @@
-"""Recipe1M records: the prepared tables' schemas and the validation and cleaning of one layer1
-record, run by the `parse` stage's workers (see :mod:`.parse`)."""
+"""Recipe1M records: the prepared tables' schemas and the validation and cleaning of layer1 records
+and det_ingrs entries, run by the `parse` stage's workers (see :mod:`.parse`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ __all__ = [
     "image_relpath",
     "validate_recipe",
     "validate_run",
+    "check_det_entry",
+    "check_det_run",
 ]
 
 PARTITIONS = ("train", "val", "test")
@@ -158,3 +160,43 @@ def validate_run(elements: list[tuple[int, Any]]) -> tuple[pa.Table, list[tuple]
             rows.append(row)
             events.append((offset, rid, None, _PART_CODE[row["partition"]], dict(changed) or None))
     return pa.Table.from_pylist(rows, schema=RECIPES_SCHEMA), events
+
+
+def check_det_entry(entry: Any) -> tuple[str | None, str | None, list[str] | None, Counter]:
+    """The checks of one det_ingrs entry that need nothing but the entry: ``(id, reason, names,
+    changed)``. ``reason``: why the entry is refused before its recipe is looked up (None: it is
+    not); ``names``: the cleaned, lower-cased texts of its valid items, or None when an item is
+    not ``{"text": str}`` with a boolean flag (refused after the lookup); ``changed``: what
+    cleaning changed."""
+    changed: Counter = Counter()
+    if isinstance(entry, InvalidElement):
+        return entry.record_id, entry.reason, None, changed
+    rid = entry.get("id") if isinstance(entry, dict) else None
+    if not isinstance(rid, str):
+        return None, "det_ingrs entry without a string 'id'", None, changed
+    ingredients, valid = entry.get("ingredients"), entry.get("valid")
+    if not isinstance(ingredients, list) or not isinstance(valid, list) or len(ingredients) != len(valid):
+        return rid, "det_ingrs entry needs lists 'ingredients' and 'valid' of equal length", None, changed
+    names: list[str] = []
+    for item, ok in zip(ingredients, valid):
+        if (not isinstance(item, dict) or not isinstance(item.get("text"), str) or not isinstance(ok, bool)
+                or not_text(item["text"])):
+            return rid, None, None, changed
+        if ok:
+            text = clean_text(item["text"], changed).lower()
+            if text:
+                names.append(text)
+    return rid, None, names, changed
+
+
+def check_det_run(elements: list[tuple[int, Any]]) -> tuple[pa.Table, list[tuple]]:
+    """:func:`check_det_entry` over a run of det_ingrs entries (in a worker): a table of the entries
+    with names (``DET_SCHEMA``), and per entry ``(offset, id, reason, has names, what cleaning
+    changed or None)`` in file order; the `parse` stage then looks their recipes up."""
+    rows, events = [], []
+    for offset, entry in elements:
+        rid, why, names, changed = check_det_entry(entry)
+        if why is None and names is not None:
+            rows.append({"id": rid, "ingredients": names})
+        events.append((offset, rid, why, names is not None, dict(changed) or None))
+    return pa.Table.from_pylist(rows, schema=DET_SCHEMA), events

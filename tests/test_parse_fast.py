@@ -74,7 +74,22 @@ def test_tables_byte_identical_with_hostile_records(tmp_path, monkeypatch):
     layer2 = [{"id": f"r{i}", "images": [{"id": f"img{i}.jpg", "url": "u"}]} for i in range(0, 60, 4)]
     det = [{"id": f"r{i}", "ingredients": [{"text": "Tomatoes"}, {"text": "x"}], "valid": [True, False]}
            for i in range(0, 60, 3)]
+    det += [  # every way a det_ingrs entry is refused, before and after its recipe is looked up
+        {"id": "r1", "ingredients": [{"text": "Basil &amp; <b>mint</b>"}], "valid": [True]},
+        {"id": "r0", "ingredients": [{"text": "again"}], "valid": [True]},
+        {"id": "nope", "ingredients": [], "valid": []},
+        {"id": "r52", "ingredients": [{"text": "dev"}], "valid": [True]},
+        {"ingredients": [], "valid": []}, "not an object", {"id": 7},
+        {"id": "r4", "ingredients": [{"text": "a"}], "valid": [True, False]},
+        {"id": "r7", "ingredients": [{"text": 3}], "valid": [True]},
+        {"id": "r8", "ingredients": [{"text": "a"}], "valid": [1]},
+        {"id": "nope", "ingredients": ["a"], "valid": [True]},
+        {"id": "r10", "ingredients": [{"text": "Ｆｕｌｌ ½"}, {"text": " "}], "valid": [True, True]},
+    ]
     src = _corpus(tmp_path / "src", _hostile_records(), layer2, det)
+    text = (src / "det_ingrs.json").read_text(encoding="utf-8")  # and one only the standard library decides
+    deep = '{"id": "r11", "ingredients": [], "valid": [], "x": ' + "[" * 1200 + "]" * 1200 + "}"
+    (src / "det_ingrs.json").write_text(text[:-1] + ", " + deep + "]", encoding="utf-8")
     a, b = _both(src, tmp_path, monkeypatch)
     _assert_identical(a, b)
     import polars as pl
@@ -84,6 +99,15 @@ def test_tables_byte_identical_with_hostile_records(tmp_path, monkeypatch):
     for why in ["field 'url' must be a string, got int", "got float", "field 'id' must be a string, got int",
                 "duplicate id", "record is not a JSON object", "unknown partition 'dev'"]:
         assert why in reasons
+    det_reasons = q.filter(pl.col("source") == "det_ingrs.json").select("record_id", "reason").rows()
+    for rid, why in [("r0", "duplicate det_ingrs entry"), ("nope", "unknown or rejected recipe 'nope'"),
+                     ("r52", "unknown or rejected recipe 'r52'"), (None, "without a string 'id'"),
+                     ("r4", "equal length"), ("r7", "items must be"), ("r8", "items must be"), ("r11", "deep")]:
+        assert any(r == rid and why in w for r, w in det_reasons), (rid, why)
+    assert sum(r is None for r, _ in det_reasons) == 3
+    assert [w for r, w in det_reasons if r == "nope"] == ["det_ingrs entry for unknown or rejected recipe 'nope'"] * 2
+    names = dict(pl.read_parquet(b / "det_ingrs.parquet").rows())
+    assert names["r1"] == ["basil & mint"] and names["r10"] == ["full 1/2"] and names["r3"] == ["tomatoes"]
     assert "deep" in pl.read_parquet(b / "recipes.parquet")["id"].to_list()
 
 
