@@ -9,7 +9,9 @@ however long the input. The order is what makes the outputs byte-identical acros
 worker counts: the driver writes results in the order the items were given.
 
 ``pool`` (the default) is :class:`concurrent.futures.ProcessPoolExecutor` over spawned
-processes, or this process itself when one worker would do. ``ray`` submits the same function
+processes, or this process itself when one worker would do; the processes are kept from one
+call to the next while no initializer is asked for (a stage that fans out twice starts its
+workers once) and go when the executor is closed. ``ray`` submits the same function
 as Ray tasks: to a local Ray started here (``num_cpus=workers``) or, with ``address``, to an
 existing cluster (``"auto"``, a head ``"host:6379"``, or ``"ray://host:10001"``). Ray worker
 processes are reused across tasks and stages, so the initializer runs once per process and per
@@ -118,6 +120,9 @@ class Executor:
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], **kw: Any) -> list[Any]:
         return list(self.imap(fn, items, **kw))
 
+    def release(self) -> None:
+        """Let idle workers go (between stages); the next call starts what it needs."""
+
     def close(self) -> None:
         pass
 
@@ -203,6 +208,9 @@ class PoolExecutor(Executor):
                 pool.shutdown(wait=True, cancel_futures=True)
                 if pool is self._pool:
                     self.close()
+
+    def release(self) -> None:
+        self.close()
 
     def close(self) -> None:
         """Shut the kept pool down (its workers finish what they run, then exit)."""

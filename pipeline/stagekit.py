@@ -219,9 +219,11 @@ def run_stage(
         executor = PoolExecutor(max(1, workers))
     try:
         return _run_and_commit(stage, src, out, params, workers, quiet, executor, mp)
-    finally:
+    finally:  # a pool's idle workers do not outlive the stage (the next one may need none)
         if own_executor:
             executor.close()
+        elif hasattr(executor, "release"):
+            executor.release()
 
 
 def _run_and_commit(stage: Stage, src: Path | None, out: Path, params: dict[str, Any], workers: int, quiet: bool,

@@ -142,3 +142,22 @@ def test_pool_is_kept_between_calls_and_shut_down_on_close():
         list(ex.imap(pid, range(4)))
         processes = list(ex._pool._processes.values())
     assert all(not p.is_alive() for p in processes)
+
+
+def test_a_stage_lets_the_idle_workers_of_a_shared_pool_go(tmp_path, monkeypatch):
+    from recipekit.pipeline import jsonfast
+    from recipekit.pipeline.parse import STAGE, ParseParams
+    from recipekit.pipeline.stagekit import run_stage
+
+    monkeypatch.setattr(jsonfast, "BATCH_BYTES", 200)  # several runs: the workers are used
+    src = _corpus(tmp_path / "src", titles=[f"Soup {i}" for i in range(12)])
+    with PoolExecutor(2) as ex:
+        started = []
+        real = ex._pool_for
+        monkeypatch.setattr(ex, "_pool_for", lambda *a: started.append(real(*a)) or started[-1])
+        report = run_stage(STAGE, src=src, out=tmp_path / "out", params=ParseParams().manifest(), executor=ex)
+        assert report.status == "ran" and started  # the stage ran in the pool ...
+        assert ex._pool is None  # ... and its idle workers went with the stage
+        for pool in started:
+            with pytest.raises(RuntimeError, match="shutdown"):
+                pool.submit(os.getpid)
