@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import stat
-from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +30,11 @@ from tqdm import tqdm
 from recipekit.core.io import atomic_path, staged
 
 from .columnar import validate_run_columnar
-from .jsonfast import iter_array_fast as iter_array
 from .jsonfast import cyclic_gc_paused, map_array
-from .jsonstream import InvalidElement
 from .progress import bar_disabled
 from .quarantine import Rejection, replace_stage_rows
-from .records import (BATCH, DET_SCHEMA, IMAGE_ID_RE, IMAGES_SCHEMA, PARTITIONS, RECIPES_SCHEMA, check_det_run,
-                      image_relpath, not_text, validate_recipe, validate_run)
+from .records import (BATCH, DET_SCHEMA, IMAGES_SCHEMA, PARTITIONS, RECIPES_SCHEMA, check_det_run, check_layer2_run,
+                      hash_layer2_run, id_hash, image_relpath, validate_recipe, validate_run)
 from .resplit import random_resplit
 from .stagekit import Stage, StageContext, run_stage
 from .stageparams import StageParams, require
@@ -172,106 +169,86 @@ def _parse_layer1(path: Path, writer: _BatchWriter, rejects: list, quiet: bool, 
     return accepted
 
 
-def _repeated(values: array) -> set[int]:
-    v = np.sort(np.frombuffer(values, dtype=np.int64)) if len(values) else np.zeros(0, dtype=np.int64)
+def _repeated(values: np.ndarray) -> set[int]:
+    v = np.sort(values)
     return set(v[1:][v[1:] == v[:-1]].tolist())
 
 
-def _repeated_ids(path: Path) -> tuple[set[int], set[int]]:
-    """Hashes of the recipe ids and of the image ids that occur more than once in layer2.
+def _repeated_ids(path: Path, executor: Any = None) -> tuple[set[int], set[int]]:
+    """:func:`.records.id_hash` of the recipe ids and of the image ids that occur more than once in layer2.
 
     A first pass keeps 8 bytes per id; the second then tracks only these candidates (hash
     collisions just add candidates), instead of a set of every photo id (~100 bytes each:
     more than a gigabyte for Recipe1M+'s 13M photos)."""
-    recipes, images = array("q"), array("q")
-    for _offset, entry in iter_array(path):
-        if not isinstance(entry, dict):
-            continue
-        rid = entry.get("id")
-        if isinstance(rid, str):
-            recipes.append(hash(rid))
-        imgs = entry.get("images")
-        if isinstance(imgs, list):
-            for img in imgs:
-                iid = img.get("id") if isinstance(img, dict) else None
-                if isinstance(iid, str):
-                    images.append(hash(iid))
-    return _repeated(recipes), _repeated(images)
+    recipes, images = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for r, i in map_array(path, hash_layer2_run, executor=executor):
+        recipes.append(r)
+        images.append(i)
+    return _repeated(np.concatenate(recipes)), _repeated(np.concatenate(images))
 
 
-def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer: _BatchWriter, rejects: list):
-    repeated_recipes, repeated_images = _repeated_ids(path)
+def _parse_layer2(path: Path, accepted: dict[str, int], images_dir: Path, writer: _BatchWriter, rejects: list,
+                  executor: Any = None) -> None:
+    """layer2 entries checked in runs by ``executor``'s workers (:func:`.records.check_layer2_run`);
+    here, in file order: their recipes looked up, duplicates found, paths made and checked."""
+    repeated_recipes, repeated_images = _repeated_ids(path, executor)
     seen_recipes: set[str] = set()  # only ids that occur more than once
     seen_images: set[str] = set()
-    for offset, entry in iter_array(path):
-        rid = entry.get("id") if isinstance(entry, dict) else None
-        rid = rid if isinstance(rid, str) else None
-
-        def reject(why: str, record_id: str | None = rid) -> None:
-            rejects.append(Rejection("parse", path.name, offset, record_id, why))
-
-        if isinstance(entry, InvalidElement):
-            reject(entry.reason, entry.record_id)
-            continue
-        if rid is None:
-            reject("layer2 entry without a string 'id'")
-            continue
-        images = entry.get("images")
-        if not isinstance(images, list):
-            reject("layer2 field 'images' must be a list")
-            continue
-        if hash(rid) in repeated_recipes:
-            if rid in seen_recipes:
-                reject(f"duplicate layer2 entry for recipe {rid!r}")
+    for entries in map_array(path, check_layer2_run, executor=executor):
+        columns: dict[str, list] = {name: [] for name in IMAGES_SCHEMA.names}
+        for offset, rid, why, photos in entries:
+            if why is None and repeated_recipes and id_hash(rid) in repeated_recipes:
+                if rid in seen_recipes:
+                    why = f"duplicate layer2 entry for recipe {rid!r}"
+                else:
+                    seen_recipes.add(rid)
+            if why is not None:
+                rejects.append(Rejection("parse", path.name, offset, rid, why))
                 continue
-            seen_recipes.add(rid)
-        code = accepted.get(rid)
-        partition = PARTITIONS[code & 3] if code is not None else None
-        position = 0
-        for i, img in enumerate(images):
-            iid = img.get("id") if isinstance(img, dict) else None
-            if not isinstance(iid, str) or not IMAGE_ID_RE.fullmatch(iid):
-                reject(f"recipe {rid!r} image {i}: invalid image id {iid!r}")
-                continue
-            if partition is None:
-                reject(f"image of unknown or rejected recipe {rid!r}", iid)
-                continue
-            if hash(iid) in repeated_images:
-                if iid in seen_images:
-                    reject(f"duplicate image id (recipe {rid!r})", iid)
+            code = accepted.get(rid)
+            partition = PARTITIONS[code & 3] if code is not None else None
+            position = 0
+            for i, iid, why, url, url_bad in photos:
+                if why is not None:  # an invalid image id, whatever the recipe
+                    rejects.append(Rejection("parse", path.name, offset, rid, why))
                     continue
-                seen_images.add(iid)
-            url = img.get("url")
-            if isinstance(url, str) and not_text(url):
-                reject(f"recipe {rid!r} image {i}: url has a lone surrogate escape (not valid Unicode text)", iid)
-                continue
-            rel = image_relpath(partition, iid)
-            writer.add(
-                {
-                    "image_id": iid,
-                    "recipe_id": rid,
-                    "partition": partition,
-                    "position": position,
-                    "path": rel,
-                    "present": _is_present(images_dir, rel),
-                    "url": url if isinstance(url, str) else None,
-                }
-            )
-            position += 1
+                if partition is None:
+                    why = f"image of unknown or rejected recipe {rid!r}"
+                elif repeated_images and id_hash(iid) in repeated_images:
+                    if iid in seen_images:
+                        why = f"duplicate image id (recipe {rid!r})"
+                    else:
+                        seen_images.add(iid)
+                if why is None and url_bad:
+                    why = f"recipe {rid!r} image {i}: url has a lone surrogate escape (not valid Unicode text)"
+                if why is not None:
+                    rejects.append(Rejection("parse", path.name, offset, iid, why))
+                    continue
+                rel = image_relpath(partition, iid)
+                for name, value in (("image_id", iid), ("recipe_id", rid), ("partition", partition),
+                                    ("position", position), ("path", rel), ("present", _is_present(images_dir, rel)),
+                                    ("url", url)):
+                    columns[name].append(value)
+                position += 1
+        if columns["image_id"]:
+            writer.add_table(pa.Table.from_pydict(columns, schema=IMAGES_SCHEMA))
+
+
+_DET_SEEN = 1 << 62  # in an accepted recipe's value (offset * 4 + partition): its det_ingrs entry was kept
 
 
 def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejects: list,
                cleaned: Counter | None = None, executor: Any = None) -> None:
     """det_ingrs entries checked in runs by ``executor``'s workers (:func:`.records.check_det_run`);
     their recipes are looked up, and duplicates found, here in file order."""
-    seen: set[str] = set()
     for table, events in map_array(path, check_det_run, executor=executor):
         keep, row = [], 0
         for offset, rid, why, has_names, changed in events:
             if why is None:
-                if rid not in accepted:
+                code = accepted.get(rid)
+                if code is None:
                     why = f"det_ingrs entry for unknown or rejected recipe {rid!r}"
-                elif rid in seen:
+                elif code & _DET_SEEN:
                     why = "duplicate det_ingrs entry"
                 elif not has_names:
                     why = "det_ingrs items must be {'text': str} (valid Unicode text) with boolean 'valid' flags"
@@ -281,7 +258,7 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
             if why is not None:
                 rejects.append(Rejection("parse", path.name, offset, rid, why))
                 continue
-            seen.add(rid)
+            accepted[rid] = code | _DET_SEEN  # a flag, not a set of a million more ids
             if changed and cleaned is not None:
                 cleaned.update(changed)
         if row:
@@ -310,7 +287,7 @@ def _parse_all(ctx: StageContext, src: Path, out: Path) -> dict[str, Any]:
     with atomic_path(out / "images.parquet") as tmp:
         writer = _BatchWriter(tmp, IMAGES_SCHEMA)
         try:
-            _parse_layer2(src / "layer2.json", accepted, src / "images", writer, rejects)
+            _parse_layer2(src / "layer2.json", accepted, src / "images", writer, rejects, ctx.executor)
         finally:
             writer.close()
         n_images = writer.count

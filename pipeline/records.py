@@ -1,12 +1,14 @@
-"""Recipe1M records: the prepared tables' schemas and the validation and cleaning of layer1 records
-and det_ingrs entries, run by the `parse` stage's workers (see :mod:`.parse`)."""
+"""Recipe1M records: the prepared tables' schemas and the validation and cleaning of layer1 records,
+layer2 entries and det_ingrs entries, run by the `parse` stage's workers (see :mod:`.parse`)."""
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from .jsonstream import InvalidElement
@@ -25,6 +27,10 @@ __all__ = [
     "validate_run",
     "check_det_entry",
     "check_det_run",
+    "check_layer2_entry",
+    "check_layer2_run",
+    "hash_layer2_run",
+    "id_hash",
 ]
 
 PARTITIONS = ("train", "val", "test")
@@ -200,3 +206,61 @@ def check_det_run(elements: list[tuple[int, Any]]) -> tuple[pa.Table, list[tuple
             rows.append({"id": rid, "ingredients": names})
         events.append((offset, rid, why, names is not None, dict(changed) or None))
     return pa.Table.from_pylist(rows, schema=DET_SCHEMA), events
+
+
+def id_hash(value: str) -> int:
+    """A 64-bit hash of an id that every process agrees on (Python's ``hash`` of a str is salted
+    per process): CRC-32 and Adler-32 of its UTF-8 bytes side by side, as a signed int64."""
+    data = value.encode("utf-8", "surrogatepass")
+    h = zlib.crc32(data) << 32 | zlib.adler32(data)
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def hash_layer2_run(elements: list[tuple[int, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`id_hash` of every string recipe id and image id in a run of layer2 entries (in a
+    worker): the `parse` stage's first pass, which finds the ids that may occur twice."""
+    recipes, images = [], []
+    for _offset, entry in elements:
+        if not isinstance(entry, dict):
+            continue
+        rid = entry.get("id")
+        if isinstance(rid, str):
+            recipes.append(id_hash(rid))
+        imgs = entry.get("images")
+        if isinstance(imgs, list):
+            for img in imgs:
+                iid = img.get("id") if isinstance(img, dict) else None
+                if isinstance(iid, str):
+                    images.append(id_hash(iid))
+    return np.array(recipes, dtype=np.int64), np.array(images, dtype=np.int64)
+
+
+def check_layer2_entry(entry: Any) -> tuple[str | None, str | None, list[tuple]]:
+    """The checks of one layer2 entry that need nothing but the entry: ``(id, reason, photos)``.
+    ``reason``: why the whole entry is refused (None: it is not); ``photos``: per photo ``(index,
+    id, reason, url, url is not text)``, the reason (an invalid id) holding whatever its recipe,
+    the id None then."""
+    if isinstance(entry, InvalidElement):
+        return entry.record_id, entry.reason, []
+    rid = entry.get("id") if isinstance(entry, dict) else None
+    if not isinstance(rid, str):
+        return None, "layer2 entry without a string 'id'", []
+    images = entry.get("images")
+    if not isinstance(images, list):
+        return rid, "layer2 field 'images' must be a list", []
+    photos = []
+    for i, img in enumerate(images):
+        iid = img.get("id") if isinstance(img, dict) else None
+        if not isinstance(iid, str) or not IMAGE_ID_RE.fullmatch(iid):
+            photos.append((i, None, f"recipe {rid!r} image {i}: invalid image id {iid!r}", None, False))
+            continue
+        url = img.get("url")
+        url = url if isinstance(url, str) else None
+        photos.append((i, iid, None, url, url is not None and not_text(url)))
+    return rid, None, photos
+
+
+def check_layer2_run(elements: list[tuple[int, Any]]) -> list[tuple]:
+    """:func:`check_layer2_entry` over a run of layer2 entries (in a worker): per entry ``(offset,
+    id, reason, photos)`` in file order; the `parse` stage then looks their recipes up."""
+    return [(offset, *check_layer2_entry(entry)) for offset, entry in elements]

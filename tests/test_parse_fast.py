@@ -72,6 +72,13 @@ def _assert_identical(a, b):
 
 def test_tables_byte_identical_with_hostile_records(tmp_path, monkeypatch):
     layer2 = [{"id": f"r{i}", "images": [{"id": f"img{i}.jpg", "url": "u"}]} for i in range(0, 60, 4)]
+    layer2 += [  # every way a layer2 entry or photo is refused, before and after its recipe is looked up
+        {"images": []}, "not an object", {"id": "r1", "images": "img.jpg"},
+        {"id": "r4", "images": [{"id": "again.jpg"}]},  # a second entry for r4
+        {"id": "r7", "images": [{"id": "../up.jpg"}, {"id": 5}, "x", {"id": "ok7.jpg", "url": 7}]},
+        {"id": "nope", "images": [{"id": "n.jpg"}]}, {"id": "r5", "images": [{"id": "dev.jpg"}]},
+        {"id": "r6", "images": [{"id": "img0.jpg"}, {"id": "s.jpg", "url": "\ud800"}, {"id": "r6b.jpg"}]},
+    ]
     det = [{"id": f"r{i}", "ingredients": [{"text": "Tomatoes"}, {"text": "x"}], "valid": [True, False]}
            for i in range(0, 60, 3)]
     det += [  # every way a det_ingrs entry is refused, before and after its recipe is looked up
@@ -90,6 +97,9 @@ def test_tables_byte_identical_with_hostile_records(tmp_path, monkeypatch):
     text = (src / "det_ingrs.json").read_text(encoding="utf-8")  # and one only the standard library decides
     deep = '{"id": "r11", "ingredients": [], "valid": [], "x": ' + "[" * 1200 + "]" * 1200 + "}"
     (src / "det_ingrs.json").write_text(text[:-1] + ", " + deep + "]", encoding="utf-8")
+    text = (src / "layer2.json").read_text(encoding="utf-8")
+    deep = '{"id": "r13", "images": [], "x": ' + "[" * 1200 + "]" * 1200 + "}"
+    (src / "layer2.json").write_text(text[:-1] + ", " + deep + "]", encoding="utf-8")
     a, b = _both(src, tmp_path, monkeypatch)
     _assert_identical(a, b)
     import polars as pl
@@ -106,6 +116,17 @@ def test_tables_byte_identical_with_hostile_records(tmp_path, monkeypatch):
         assert any(r == rid and why in w for r, w in det_reasons), (rid, why)
     assert sum(r is None for r, _ in det_reasons) == 3
     assert [w for r, w in det_reasons if r == "nope"] == ["det_ingrs entry for unknown or rejected recipe 'nope'"] * 2
+    l2 = q.filter(pl.col("source") == "layer2.json").select("record_id", "reason").rows()
+    for rid, why in [(None, "without a string 'id'"), ("r1", "'images' must be a list"),
+                     ("r4", "duplicate layer2 entry for recipe 'r4'"), ("r7", "image 0: invalid image id '../up.jpg'"),
+                     ("r7", "image 1: invalid image id 5"), ("r7", "image 2: invalid image id None"),
+                     ("n.jpg", "unknown or rejected recipe 'nope'"), ("dev.jpg", "unknown or rejected recipe 'r5'"),
+                     ("img0.jpg", "duplicate image id (recipe 'r6')"), ("s.jpg", "image 1: url has a lone surrogate"),
+                     ("r13", "deep")]:
+        assert any(r == rid and why in w for r, w in l2), (rid, why)
+    photos = pl.read_parquet(b / "images.parquet")
+    assert photos.filter(pl.col("recipe_id").is_in(["r7", "r6"])).select("image_id", "position", "url").rows() == [
+        ("ok7.jpg", 0, None), ("r6b.jpg", 0, None)]
     names = dict(pl.read_parquet(b / "det_ingrs.parquet").rows())
     assert names["r1"] == ["basil & mint"] and names["r10"] == ["full 1/2"] and names["r3"] == ["tomatoes"]
     assert "deep" in pl.read_parquet(b / "recipes.parquet")["id"].to_list()
