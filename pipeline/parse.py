@@ -5,8 +5,8 @@ cleans every record (runs of records read in columns by Arrow in the stage's wor
 :mod:`.columnar`, or decoded by orjson and validated one by one where Arrow cannot decide, see
 :mod:`.jsonfast`; the tables are the same, byte for byte, as one process with the standard
 library's decoder gives), and joins ``layer2.json`` (images) and ``det_ingrs.json``
-(detected ingredients) by recipe id: det_ingrs entries are checked in the workers too
-(:func:`.records.check_det_run`), and looked up here. Python's cyclic garbage collector is
+(detected ingredients) by recipe id: their entries are checked in the workers too
+(:func:`.records.check_layer2_run`, :func:`.records.check_det_run`), and looked up here. Python's cyclic garbage collector is
 paused meanwhile (:func:`.jsonfast.cyclic_gc_paused`). Every rejected record becomes a row of
 ``quarantine.parquet`` naming the file, byte offset, id and reason; malformed
 JSON stops the stage with an error naming the byte offset.
