@@ -203,11 +203,11 @@ class PoolExecutor(Executor):
                 yield result
             finished = True
         finally:
-            if not finished or pool is not self._pool:
-                # On error (or an abandoned generator) drop what has not started; wait for the rest.
+            if pool is not self._pool:  # a pool of this call's own (it has an initializer)
                 pool.shutdown(wait=True, cancel_futures=True)
-                if pool is self._pool:
-                    self.close()
+            elif not finished:
+                # On error (or an abandoned generator) drop what has not started; wait for the rest.
+                self.close()
 
     def release(self) -> None:
         self.close()

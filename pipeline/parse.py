@@ -6,10 +6,10 @@ cleans every record (runs of records read in columns by Arrow in the stage's wor
 :mod:`.jsonfast`; the tables are the same, byte for byte, as one process with the standard
 library's decoder gives), and joins ``layer2.json`` (images) and ``det_ingrs.json``
 (detected ingredients) by recipe id: their entries are checked in the workers too
-(:func:`.records.check_layer2_run`, :func:`.records.check_det_run`), and looked up here. Python's cyclic garbage collector is
-paused meanwhile (:func:`.jsonfast.cyclic_gc_paused`). Every rejected record becomes a row of
-``quarantine.parquet`` naming the file, byte offset, id and reason; malformed
-JSON stops the stage with an error naming the byte offset.
+(:func:`.records.check_layer2_run`, :func:`.records.check_det_run`) and looked up here.
+Python's cyclic garbage collector is paused meanwhile (:func:`.jsonfast.cyclic_gc_paused`).
+Every rejected record becomes a row of ``quarantine.parquet`` naming the file, byte offset, id
+and reason; malformed JSON stops the stage with an error naming the byte offset.
 """
 
 from __future__ import annotations
@@ -76,25 +76,16 @@ class ParseParams(StageParams):
 
 
 class _BatchWriter:
-    """Rows in, Parquet row groups of ``BATCH`` rows out, to a temporary file."""
+    """Tables in (each run's rows, in file order), Parquet row groups of ``BATCH`` rows out, to a
+    temporary file."""
 
     def __init__(self, path: Path, schema: pa.Schema):
-        self.schema = schema
         self.writer = pq.ParquetWriter(path, schema, compression="zstd")
-        self.rows: list[dict] = []
         self.count = 0
-        self.tables: list[pa.Table] = []  # rows added as tables, not written yet
+        self.tables: list[pa.Table] = []  # not written yet
         self.pending = 0
 
-    def add(self, row: dict) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= BATCH:
-            self.flush()
-
     def add_table(self, table: pa.Table) -> None:
-        """Rows already converted (by a worker); written in the same row groups as row by row."""
-        if self.rows:  # keep the order when both ways are mixed
-            self.flush()
         self.tables.append(table)
         self.pending += table.num_rows
         while self.pending >= BATCH:
@@ -107,16 +98,9 @@ class _BatchWriter:
         rest = table.slice(n)
         self.tables, self.pending = ([rest] if rest.num_rows else []), rest.num_rows
 
-    def flush(self) -> None:
+    def close(self) -> None:
         if self.pending:
             self._write_tables(self.pending)
-        if self.rows:
-            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
-            self.count += len(self.rows)
-            self.rows = []
-
-    def close(self) -> None:
-        self.flush()
         self.writer.close()
 
 
@@ -242,7 +226,7 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
     """det_ingrs entries checked in runs by ``executor``'s workers (:func:`.records.check_det_run`);
     their recipes are looked up, and duplicates found, here in file order."""
     for table, events in map_array(path, check_det_run, executor=executor):
-        keep, row = [], 0
+        keep = []  # per row of ``table`` (the entries with names)
         for offset, rid, why, has_names, changed in events:
             if why is None:
                 code = accepted.get(rid)
@@ -254,14 +238,13 @@ def _parse_det(path: Path, accepted: dict[str, int], writer: _BatchWriter, rejec
                     why = "det_ingrs items must be {'text': str} (valid Unicode text) with boolean 'valid' flags"
                 if has_names:
                     keep.append(why is None)
-                    row += 1
             if why is not None:
                 rejects.append(Rejection("parse", path.name, offset, rid, why))
                 continue
             accepted[rid] = code | _DET_SEEN  # a flag, not a set of a million more ids
             if changed and cleaned is not None:
                 cleaned.update(changed)
-        if row:
+        if keep:
             writer.add_table(table if all(keep) else table.filter(pa.array(keep)))
 
 
